@@ -1,0 +1,197 @@
+"""The bundle: a folder with the artifacts a device needs and `manifest.json` describing them.
+
+This module is the single owner of the manifest schema. Converters write it through
+`write_bundle_manifest`; devices read it through `Bundle.open`, which verifies every hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Artifact(Strict):
+    """One runnable file: what it is, what it targets, and what it measured."""
+    path: str
+    format: Literal["onnx", "paddle_lite"]
+    precision: Literal["fp32", "fp16", "int8"]
+    quantization: str | None = None       # scheme, e.g. "qdq u8 activations, s8 per-channel weights"
+    target: str                           # hardware it was built for: x86_64, aarch64, cuda, opencl
+    bytes: int
+    sha256: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    fp32_nodes: list[str] = Field(default_factory=list)   # nodes kept in float inside an INT8 graph
+
+
+class BundleFile(Strict):
+    """A non-model file a task needs (character dictionary, label file)."""
+    path: str
+    bytes: int
+    sha256: str
+
+
+class TensorSpec(Strict):
+    name: str
+    shape: list[int | None]
+    dtype: str = "float32"
+
+
+class SourceFile(Strict):
+    path: str
+    sha256: str
+
+
+class ModelEntry(Strict):
+    role: str                              # det / cls / rec / detector / pose / classifier / segmenter
+    name: str
+    input: TensorSpec
+    outputs: list[str]
+    preprocess: list[dict[str, Any]]       # ordered ops: {"op": name, ...params}
+    postprocess: dict[str, Any]            # {"kind": name, ...params}
+    labels: list[str] | None = None
+    artifacts: list[Artifact]
+    selected: str                          # path of the artifact a device runs
+    decision: str                          # why that one (measured numbers)
+    source_format: Literal["paddle-legacy", "paddle-pir", "onnx"]
+    source_files: list[SourceFile]
+
+    def selected_artifact(self) -> Artifact:
+        for art in self.artifacts:
+            if art.path == self.selected:
+                return art
+        raise BundleError(f"model '{self.role}': selected artifact {self.selected} is not listed")
+
+
+class RuntimeOptions(Strict):
+    """How a device should run the artifacts (copied from the profile at conversion time)."""
+    threads: int = 0                       # 0: let the backend decide
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    provider_options: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Provenance(Strict):
+    created: str
+    profile: str
+    tools: dict[str, str]
+    host: dict[str, str] = Field(default_factory=dict)
+
+
+class Manifest(Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    pipeline: str
+    task: str
+    runtime: RuntimeOptions
+    models: list[ModelEntry]
+    files: list[BundleFile] = Field(default_factory=list)
+    provenance: Provenance
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+    def model(self, role: str) -> ModelEntry:
+        for entry in self.models:
+            if entry.role == role:
+                return entry
+        roles = ", ".join(m.role for m in self.models)
+        raise BundleError(f"bundle '{self.pipeline}' has no '{role}' model (it has: {roles})")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Bundle:
+    """A bundle folder opened for use on a device."""
+
+    def __init__(self, root: Path, manifest: Manifest):
+        self.root, self.manifest = root, manifest
+
+    @classmethod
+    def open(cls, path: str | Path, verify: bool = True) -> "Bundle":
+        root = Path(path)
+        manifest_path = root / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise BundleError(f"{root}: not a bundle (no {MANIFEST_NAME}); make one with 'edge convert'")
+        try:
+            raw = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise BundleError(f"{manifest_path}: unreadable manifest ({err})") from None
+        if isinstance(raw, dict) and raw.get("schema_version") not in (None, SCHEMA_VERSION):
+            raise BundleError(f"{manifest_path}: schema_version {raw.get('schema_version')} is not "
+                              f"supported by this edge (it reads {SCHEMA_VERSION}); reconvert the bundle")
+        try:
+            manifest = Manifest.model_validate(raw)
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise BundleError(f"{manifest_path}: {field}: {first['msg']}") from None
+        bundle = cls(root, manifest)
+        if verify:
+            problems = bundle.verify()
+            if problems:
+                raise BundleError(f"{root}: bundle failed verification: {problems[0]}"
+                                  + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
+        return bundle
+
+    def path_of(self, relative: str) -> Path:
+        """Resolve a manifest path, refusing anything that escapes the bundle folder."""
+        full = (self.root / relative).resolve()
+        if self.root.resolve() not in full.parents:
+            raise BundleError(f"{self.root}: manifest path '{relative}' points outside the bundle")
+        return full
+
+    def entries(self) -> list[tuple[str, int, str]]:
+        """(path, bytes, sha256) of every file the manifest lists."""
+        listed = [(a.path, a.bytes, a.sha256) for m in self.manifest.models for a in m.artifacts]
+        listed += [(f.path, f.bytes, f.sha256) for f in self.manifest.files]
+        return listed
+
+    def verify(self) -> list[str]:
+        """Every listed file exists with the recorded size and sha256; returns the problems found."""
+        problems = []
+        for rel, size, digest in self.entries():
+            try:
+                full = self.path_of(rel)
+            except BundleError as err:
+                problems.append(str(err))
+                continue
+            if not full.is_file():
+                problems.append(f"{rel} is missing")
+            elif full.stat().st_size != size:
+                problems.append(f"{rel} has {full.stat().st_size} bytes, manifest says {size}")
+            elif sha256_of(full) != digest:
+                problems.append(f"{rel} does not match its sha256 (modified or corrupt)")
+        return problems
+
+    def artifact_path(self, role: str) -> tuple[Artifact, Path]:
+        entry = self.manifest.model(role)
+        art = entry.selected_artifact()
+        return art, self.path_of(art.path)
+
+
+def describe_file(root: Path, relative: str) -> dict[str, Any]:
+    full = root / relative
+    return {"path": relative, "bytes": full.stat().st_size, "sha256": sha256_of(full)}
+
+
+def write_manifest(root: Path, manifest: Manifest) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / MANIFEST_NAME
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    tmp.replace(target)
+    return target

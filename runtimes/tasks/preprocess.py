@@ -1,0 +1,149 @@
+"""Pre-processing ops, named and parameterised by the bundle manifest (taken from the export's metadata).
+
+Each op takes and returns a `Frame`: the working image plus what later stages need to map results
+back to the original picture. Ops are plain functions in one registry table; a manifest names them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from ..errors import BundleError
+
+INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
+                 "area": cv2.INTER_AREA, "lanczos": cv2.INTER_LANCZOS4}
+
+
+@dataclass
+class Frame:
+    image: np.ndarray                       # HWC until `to_chw`, CHW after
+    src_hw: tuple[int, int]                 # original image height, width
+    scale_xy: tuple[float, float] = (1.0, 1.0)   # resized / original
+    offset_xy: tuple[float, float] = (0.0, 0.0)  # crop offset in resized pixels
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def color(frame: Frame, order: str = "rgb") -> Frame:
+    if order == "rgb":
+        frame.image = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
+    return frame
+
+
+def _resize_to(frame: Frame, width: int, height: int, interp: str) -> Frame:
+    h, w = frame.image.shape[:2]
+    frame.image = cv2.resize(frame.image, (width, height), interpolation=INTERPOLATION[interp])
+    sx, sy = frame.scale_xy
+    frame.scale_xy = (sx * width / w, sy * height / h)
+    return frame
+
+
+def resize(frame: Frame, width: int, height: int, interp: str = "linear", keep_ratio: bool = False) -> Frame:
+    if keep_ratio:
+        h, w = frame.image.shape[:2]
+        ratio = min(width / w, height / h)
+        width, height = max(1, round(w * ratio)), max(1, round(h * ratio))
+    return _resize_to(frame, width, height, interp)
+
+
+def resize_limit(frame: Frame, limit_side_len: int = 960, limit_type: str = "max", multiple: int = 32,
+                 interp: str = "linear") -> Frame:
+    """PaddleOCR's DetResizeForTest: bound the long (max) or short (min) side, round to a multiple."""
+    h, w = frame.image.shape[:2]
+    side = max(h, w) if limit_type == "max" else min(h, w)
+    ratio = 1.0
+    if (limit_type == "max" and side > limit_side_len) or (limit_type == "min" and side < limit_side_len):
+        ratio = limit_side_len / side
+    new_h = max(multiple, int(round(h * ratio / multiple)) * multiple)
+    new_w = max(multiple, int(round(w * ratio / multiple)) * multiple)
+    return _resize_to(frame, new_w, new_h, interp)
+
+
+def resize_short(frame: Frame, size: int, interp: str = "linear") -> Frame:
+    h, w = frame.image.shape[:2]
+    ratio = size / min(h, w)
+    return _resize_to(frame, int(round(w * ratio)), int(round(h * ratio)), interp)
+
+
+def center_crop(frame: Frame, width: int, height: int) -> Frame:
+    h, w = frame.image.shape[:2]
+    top, left = max(0, (h - height) // 2), max(0, (w - width) // 2)
+    frame.image = frame.image[top:top + height, left:left + width]
+    frame.offset_xy = (float(left), float(top))
+    return frame
+
+
+def rec_resize(frame: Frame, height: int, width: int, interp: str = "linear") -> Frame:
+    """PaddleOCR's RecResizeImg/ClsResizeImg resize step: height fixed, width by aspect, capped."""
+    h, w = frame.image.shape[:2]
+    new_w = min(width, int(math.ceil(height * w / max(h, 1))))
+    frame.extra["valid_width"] = max(1, new_w)
+    return _resize_to(frame, max(1, new_w), height, interp)
+
+
+def normalize(frame: Frame, scale: float = 1 / 255, mean: list[float] = (0.0, 0.0, 0.0),
+              std: list[float] = (1.0, 1.0, 1.0)) -> Frame:
+    mean_arr = np.asarray(mean, np.float32)
+    inv_std = 1.0 / np.asarray(std, np.float32)
+    frame.image = (frame.image.astype(np.float32) * np.float32(scale) - mean_arr) * inv_std
+    return frame
+
+
+def to_chw(frame: Frame) -> Frame:
+    frame.image = np.ascontiguousarray(frame.image.transpose(2, 0, 1))
+    return frame
+
+
+def pad_width(frame: Frame, width: int) -> Frame:
+    """Zero-pad a CHW tensor on the right to `width` (after normalisation, as PaddleOCR does)."""
+    c, h, w = frame.image.shape
+    if w < width:
+        padded = np.zeros((c, h, width), np.float32)
+        padded[:, :, :w] = frame.image
+        frame.image = padded
+    return frame
+
+
+def pad_stride(frame: Frame, stride: int = 32) -> Frame:
+    c, h, w = frame.image.shape
+    ph, pw = int(math.ceil(h / stride) * stride), int(math.ceil(w / stride) * stride)
+    if (ph, pw) != (h, w):
+        padded = np.zeros((c, ph, pw), np.float32)
+        padded[:, :h, :w] = frame.image
+        frame.image = padded
+    return frame
+
+
+OPS: dict[str, Callable[..., Frame]] = {
+    "color": color, "resize": resize, "resize_limit": resize_limit, "resize_short": resize_short,
+    "center_crop": center_crop, "rec_resize": rec_resize, "normalize": normalize, "to_chw": to_chw,
+    "pad_width": pad_width, "pad_stride": pad_stride,
+}
+
+
+class Preprocess:
+    """An ordered chain of ops built from a manifest's `preprocess` list."""
+
+    def __init__(self, ops: list[dict[str, Any]], overrides: dict[str, dict[str, Any]] | None = None):
+        self.steps = []
+        for spec in ops:
+            params = dict(spec)
+            name = params.pop("op", None)
+            if name not in OPS:
+                raise BundleError(f"unknown pre-processing op '{name}' (known: {', '.join(OPS)})")
+            params.update((overrides or {}).get(name, {}))
+            self.steps.append((OPS[name], params))
+
+    def frame(self, image: np.ndarray, **overrides: dict[str, Any]) -> Frame:
+        frame = Frame(image=image, src_hw=image.shape[:2])
+        for op, params in self.steps:
+            frame = op(frame, **{**params, **overrides.get(op.__name__, {})})
+        return frame
+
+    def __call__(self, image: np.ndarray, **overrides: dict[str, Any]) -> tuple[np.ndarray, Frame]:
+        """Image -> (NCHW float32 batch of one, frame with the mapping back)."""
+        frame = self.frame(image, **overrides)
+        return frame.image[None].astype(np.float32, copy=False), frame
