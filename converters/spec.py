@@ -21,7 +21,7 @@ class ModelSpec:
     preprocess: list[dict[str, Any]]            # runtimes.tasks.preprocess ops
     postprocess: dict[str, Any]                 # {"kind": ..., params}; file params name bundle files
     labels: list[str] | None = None
-    files: dict[str, Path] = field(default_factory=dict)   # bundle file name -> source file to copy
+    files: dict[str, str] = field(default_factory=dict)    # bundle file name -> text content (dictionaries)
     metadata_path: Path | None = None
 
 

@@ -1,19 +1,30 @@
-"""Task registry: the manifest's `task` names the pipeline class that runs the bundle."""
+"""Task registry: the manifest's `task` names the module whose Task subclass runs the bundle.
+
+Modules are imported when a bundle asks for them, so loading one pipeline never pays for the others.
+"""
 from __future__ import annotations
+
+import importlib
 
 from ..bundle import Bundle
 from ..errors import BundleError
 from .base import ModelRunner, Task, TaskOutput, Timings
-from .ocr import OcrTask
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (OcrTask,)}
+TASK_MODULES = {"ocr": "ocr"}
+
+
+def task_class(name: str) -> type[Task]:
+    if name not in TASK_MODULES:
+        raise BundleError(f"bundle task '{name}' is not known to this edge (known: {', '.join(TASK_MODULES)})")
+    module = importlib.import_module(f"{__name__}.{TASK_MODULES[name]}")
+    for obj in vars(module).values():
+        if isinstance(obj, type) and issubclass(obj, Task) and obj.name == name:
+            return obj
+    raise BundleError(f"task module '{TASK_MODULES[name]}' defines no task named '{name}'")
 
 
 def load_task(bundle: Bundle) -> Task:
-    task = bundle.manifest.task
-    if task not in TASKS:
-        raise BundleError(f"bundle task '{task}' is not known to this edge (known: {', '.join(TASKS)})")
-    return TASKS[task](bundle)
+    return task_class(bundle.manifest.task)(bundle)
 
 
-__all__ = ["TASKS", "load_task", "Task", "TaskOutput", "Timings", "ModelRunner"]
+__all__ = ["TASK_MODULES", "task_class", "load_task", "Task", "TaskOutput", "Timings", "ModelRunner"]

@@ -1,0 +1,115 @@
+"""Write the bundle: copy the artifacts, write task files and the manifest, swap it into place whole.
+
+The bundle is assembled in a sibling temporary folder and renamed over the target at the end, so
+an interrupted conversion never leaves a half-written bundle where a good one was.
+"""
+from __future__ import annotations
+
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata as pkg_metadata
+from pathlib import Path
+from typing import Any
+
+from runtimes import __version__
+from runtimes.bundle import (MANIFEST_NAME, Artifact, BundleFile, Manifest, ModelEntry, Provenance,
+                             RuntimeOptions, SourceFile, describe_file, sha256_of, write_manifest)
+from runtimes.errors import ConversionError
+
+from .spec import ExportSource
+
+TOOLS = ("paddlepaddle", "paddle2onnx", "onnx", "onnxruntime", "numpy", "opencv-python-headless")
+
+
+@dataclass
+class BuiltArtifact:
+    path: Path                       # file in the work folder
+    format: str
+    precision: str
+    quantization: str | None
+    target: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    fp32_nodes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BuiltModel:
+    source: ExportSource
+    artifacts: list[BuiltArtifact]
+    selected: int                    # index into artifacts
+    decision: str
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"edge": __version__, "python": platform.python_version()}
+    for name in TOOLS:
+        try:
+            versions[name] = pkg_metadata.version(name)
+        except pkg_metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _source_files(source: ExportSource) -> list[SourceFile]:
+    files = [source.model_file] + ([source.params_file] if source.params_file else [])
+    if source.spec.metadata_path:
+        files.append(source.spec.metadata_path)
+    return [SourceFile(path=str(f), sha256=sha256_of(f)) for f in files]
+
+
+def _entry(root: Path, model: BuiltModel) -> ModelEntry:
+    spec, artifacts = model.source.spec, []
+    for art in model.artifacts:
+        name = f"{spec.role}.{art.precision}.onnx" if art.format == "onnx" else f"{spec.role}.{art.precision}.nb"
+        shutil.copyfile(art.path, root / name)
+        artifacts.append(Artifact(format=art.format, precision=art.precision, quantization=art.quantization,
+                                  target=art.target, metrics=art.metrics, fp32_nodes=art.fp32_nodes,
+                                  **describe_file(root, name)))
+    return ModelEntry(role=spec.role, name=spec.name, input=spec.input, outputs=[], preprocess=spec.preprocess,
+                      postprocess=spec.postprocess, labels=spec.labels, artifacts=artifacts,
+                      selected=artifacts[model.selected].path, decision=model.decision,
+                      source_format=model.source.format, source_files=_source_files(model.source))
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    if out.exists():
+        if not (out / MANIFEST_NAME).is_file() and any(out.iterdir()):
+            raise ConversionError(f"{out}: exists and is not a bundle; refusing to overwrite it")
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)
+
+
+def write_bundle(out: Path, *, pipeline: str, task: str, profile: str, runtime: RuntimeOptions,
+                 models: list[BuiltModel], outputs: dict[str, list[str]], metrics: dict[str, Any]) -> Manifest:
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        entries, files = [], []
+        for model in models:
+            entry = _entry(staging, model)
+            entry.outputs = outputs.get(entry.role, [])
+            entries.append(entry)
+            for name, text in model.source.spec.files.items():
+                (staging / name).write_text(text, encoding="utf-8")
+                files.append(BundleFile(**describe_file(staging, name)))
+        manifest = Manifest(pipeline=pipeline, task=task, runtime=runtime, models=entries, files=files,
+                            provenance=Provenance(created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                                  profile=profile, tools=tool_versions(),
+                                                  host={"machine": platform.machine(), "system": platform.system(),
+                                                        "processor": platform.processor() or "unknown"}),
+                            metrics=metrics)
+        write_manifest(staging, manifest)
+        _swap_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest

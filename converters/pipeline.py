@@ -1,0 +1,146 @@
+"""`edge convert`: order the passes the profile asks for, build, judge, choose and package.
+
+For every SRC: Paddle -> ONNX, repair, parity with Paddle Inference, graph optimisation (the FP32
+reference). Then, per artifact the profile prefers, build it and let it prove itself against the
+FP32 reference with the family's metric; the first that passes is what the device runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import device_profiles
+from device_profiles import ArtifactChoice, Profile
+from runtimes.bundle import RuntimeOptions
+from runtimes.errors import ConversionError, UnsupportedTargetError
+from runtimes.image import IMAGE_SUFFIXES
+
+from . import builders
+from .families import family_for
+from .package import BuiltArtifact, BuiltModel, write_bundle
+from .passes.base import ModelFile, PassContext, Target
+from .passes.optimize import OptimizePass
+from .passes.paddle_parity import PaddleParityPass
+from .passes.paddle_to_onnx import PaddleToOnnxPass
+from .passes.repair import RepairPass
+from .sources import load_source
+from .spec import ExportSource
+
+
+@dataclass(frozen=True)
+class PipelineShape:
+    name: str                       # default pipeline name in topics and manifests
+    order: tuple[str, ...]          # build order (later roles may calibrate on earlier ones' output)
+    required: frozenset[str]
+
+
+SHAPES = {"ocr": PipelineShape("ppocr", ("det", "cls", "rec"), frozenset({"det", "rec"}))}
+FP32_PASSES = (PaddleToOnnxPass(), RepairPass(), PaddleParityPass(), OptimizePass())
+
+
+@dataclass
+class ConvertRequest:
+    sources: list[Path]
+    profile: str | Path
+    out: Path
+    calib: Path | None = None
+    val: Path | None = None
+    workdir: Path | None = None
+    name: str | None = None
+    progress: Callable[[str], None] = lambda message: None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def list_images(folder: Path | None, what: str) -> list[Path]:
+    if folder is None:
+        return []
+    if not folder.is_dir():
+        raise ConversionError(f"{what} {folder}: not a folder")
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise ConversionError(f"{what} {folder}: no images in it ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return images
+
+
+def _group(sources: list[ExportSource]) -> tuple[str, PipelineShape, dict[str, ExportSource]]:
+    tasks = {s.spec.task for s in sources}
+    if len(tasks) != 1:
+        raise ConversionError(f"these sources belong to different pipelines ({', '.join(sorted(tasks))}); "
+                              "convert them separately")
+    task = tasks.pop()
+    shape = SHAPES.get(task)
+    if shape is None:
+        raise ConversionError(f"no pipeline for '{task}' models yet")
+    by_role: dict[str, ExportSource] = {}
+    for source in sources:
+        if source.spec.role in by_role:
+            raise ConversionError(f"two sources are '{source.spec.role}' models: {by_role[source.spec.role].path} "
+                                  f"and {source.path}")
+        by_role[source.spec.role] = source
+    missing = shape.required - set(by_role)
+    if missing:
+        raise ConversionError(f"a {task} bundle needs {', '.join(sorted(missing))} model(s) too "
+                              f"(given: {', '.join(sorted(by_role))})")
+    return task, shape, {role: by_role[role] for role in shape.order if role in by_role}
+
+
+def _target(profile: Profile, choice: ArtifactChoice) -> Target:
+    runtime = RuntimeOptions(threads=profile.threads, providers=profile.runtime.providers,
+                             provider_options=profile.runtime.provider_options)
+    return Target(profile=profile.name, arch=profile.arch, accelerator=profile.accelerator, format=choice.format,
+                  precision=choice.precision, quantization=choice.quantization, opset=profile.onnx.opset,
+                  runtime=runtime)
+
+
+def _fp32_reference(source: ExportSource, profile: Profile, workdir: Path, images: list[Path],
+                    progress: Callable[[str], None]) -> ModelFile:
+    role = source.spec.role
+    ctx = PassContext(workdir, _target(profile, ArtifactChoice(format="onnx", precision="fp32")), role, progress,
+                      {"source": source, "params_file": source.params_file, "val_images": images})
+    model = ModelFile(source.model_file, source.format)
+    for step in FP32_PASSES:
+        progress(f"{role}: {step.name}")
+        model = step.run(model, ctx)
+    return model
+
+
+def convert(req: ConvertRequest) -> dict[str, Any]:
+    profile = device_profiles.load(req.profile)
+    builders.check_buildable(profile)
+    req.progress(f"profile {profile.name}: {', '.join(a.label() for a in profile.artifacts)}")
+    sources = [load_source(p) for p in req.sources]
+    task, shape, by_role = _group(sources)
+    calib = list_images(req.calib, "--calib")
+    if any(a.precision == "int8" for a in profile.artifacts) and not calib:
+        raise ConversionError(f"profile {profile.name} asks for int8 artifacts: give real images to calibrate "
+                              "with (--calib DIR)")
+    val = list_images(req.val, "--val") or calib
+    if not val:
+        raise ConversionError("give real images to check the artifacts against (--calib DIR or --val DIR)")
+    workdir = req.workdir or req.out.parent / f".{req.out.name}.work"
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    fp32 = {role: _fp32_reference(src, profile, workdir, val, req.progress) for role, src in by_role.items()}
+    family = family_for(task, {role: src.spec for role, src in by_role.items()})
+    fp32_paths = {role: model.path for role, model in fp32.items()}
+    built, outputs = [], {}
+    for role, source in by_role.items():
+        artifacts, reasons = [], []
+        for choice in profile.artifacts:
+            ctx = PassContext(workdir, _target(profile, choice), role, req.progress,
+                              {"family": family, "fp32_models": fp32_paths, "calib_images": calib,
+                               "val_images": val, "threads": profile.threads, **req.options})
+            result = builders.build(choice, fp32[role], ctx)
+            reasons.append(f"{choice.label()}: {result.reason}")
+            if result.artifact is not None:
+                artifacts.append(result.artifact)
+        selected = 0
+        decision = "; ".join(reasons)
+        req.progress(f"{role}: ships {artifacts[selected].format} {artifacts[selected].precision} ({decision})")
+        built.append(BuiltModel(source, artifacts, selected, decision))
+        outputs[role] = builders.output_names(fp32[role].path)
+    manifest = write_bundle(req.out, pipeline=req.name or shape.name, task=task, profile=profile.name,
+                            runtime=_target(profile, profile.artifacts[0]).runtime, models=built,
+                            outputs=outputs, metrics={})
+    return {"bundle": str(req.out), "manifest": manifest}

@@ -1,0 +1,79 @@
+"""Device profiles: YAML files beside this module, loaded into typed `Profile` models.
+
+`load(name_or_path)` takes a shipped profile's name or a path to a user's own file; `detect()`
+picks the shipped profile that fits this machine.
+"""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from runtimes.errors import ConfigError
+from runtimes.yamlconfig import load_model
+
+from .schema import ArtifactChoice, Profile, QuantScheme
+
+PROFILE_DIR = Path(__file__).resolve().parent
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def path_of(name_or_path: str | Path) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        return candidate
+    shipped = PROFILE_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"unknown profile '{name_or_path}' (shipped: {', '.join(names())}; "
+                      "or give the path of a profile YAML file)")
+
+
+def load(name_or_path: str | Path) -> Profile:
+    path = path_of(name_or_path)
+    profile = load_model(Profile, path)
+    if path.parent == PROFILE_DIR and profile.name != path.stem:
+        raise ConfigError(f"name '{profile.name}' differs from the file name", path=str(path), field="name")
+    return profile
+
+
+def load_all() -> list[Profile]:
+    return [load(name) for name in names()]
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _device_model() -> str:
+    try:
+        return Path("/proc/device-tree/model").read_text(errors="ignore").strip("\x00 \n")
+    except OSError:
+        return ""
+
+
+def detect() -> Profile:
+    """The shipped profile that fits the machine this runs on."""
+    arch = platform.machine().lower()
+    if arch in ("x86_64", "amd64"):
+        return load("x86-vnni" if {"avx512_vnni", "avx_vnni"} & _cpu_flags() else "x86-avx2")
+    model = _device_model()
+    if "Orin" in model:
+        return load("jetson-orin")
+    if "NVIDIA Jetson" in model or Path("/etc/nv_tegra_release").exists():
+        return load("jetson-nano")
+    if "Raspberry Pi 5" in model:
+        return load("rpi5")
+    return load("rpi4")
+
+
+__all__ = ["Profile", "ArtifactChoice", "QuantScheme", "load", "load_all", "names", "detect", "path_of"]

@@ -1,0 +1,73 @@
+"""The device profile schema: what a device family gets (formats, precision, threads, providers)."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Quantization schemes a profile can ask for. Weights are always signed 8-bit per output channel;
+# activations are unsigned on x86 (onnxruntime only fuses u8 activations into integer kernels there,
+# see ../shared/notes/onnx-int8-baseline.md) and signed for TensorRT (which wants symmetric int8).
+QuantScheme = Literal["qdq-u8a-s8w", "qdq-s8a-s8w"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ArtifactChoice(Strict):
+    format: Literal["onnx", "paddle_lite"]
+    precision: Literal["fp32", "fp16", "int8"]
+    quantization: QuantScheme | None = None
+
+    @model_validator(mode="after")
+    def _scheme_iff_int8(self) -> "ArtifactChoice":
+        if self.precision == "int8" and self.quantization is None:
+            raise ValueError("an int8 artifact needs a 'quantization' scheme (qdq-u8a-s8w or qdq-s8a-s8w)")
+        if self.precision != "int8" and self.quantization is not None:
+            raise ValueError(f"'quantization' only applies to int8 artifacts, not {self.precision}")
+        return self
+
+    def label(self) -> str:
+        return f"{self.format} {self.precision}" + (f" ({self.quantization})" if self.quantization else "")
+
+
+class OnnxSettings(Strict):
+    opset: int = Field(13, ge=11, le=21)
+
+
+class RuntimeSettings(Strict):
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
+    provider_options: list[dict[str, Any]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _options_match_providers(self) -> "RuntimeSettings":
+        if self.provider_options and len(self.provider_options) != len(self.providers):
+            raise ValueError("provider_options must have one entry per provider")
+        return self
+
+
+class PaddleLiteSettings(Strict):
+    valid_targets: list[Literal["arm", "x86", "opencl"]] = Field(default_factory=lambda: ["arm"])
+
+
+class Profile(Strict):
+    name: str
+    description: str
+    family: Literal["x86", "arm", "jetson"]
+    arch: Literal["x86_64", "aarch64"]
+    accelerator: Literal["cpu", "cuda"] = "cpu"
+    cpu_features: list[str] = Field(default_factory=list)
+    threads: int = Field(0, ge=0, description="intra-op threads on the device; 0 = all cores")
+    artifacts: list[ArtifactChoice] = Field(min_length=1, description="in order of preference")
+    onnx: OnnxSettings = Field(default_factory=OnnxSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    paddle_lite: PaddleLiteSettings | None = None
+
+    @model_validator(mode="after")
+    def _fp32_fallback_present(self) -> "Profile":
+        # Every quantized or half-precision artifact is judged against an FP32 twin and may be refused;
+        # the profile must say which FP32 artifact is shipped then.
+        if not any(a.precision == "fp32" for a in self.artifacts):
+            raise ValueError("artifacts must include an fp32 entry (the fallback when int8/fp16 misses its budget)")
+        return self

@@ -1,0 +1,4 @@
+"""One module per subcommand group; each offers `add_parser(subparsers)` setting `handler`."""
+from . import convert, demo, infer, inspect, profiles, run
+
+COMMANDS = (profiles, convert, inspect, infer, run, demo)

