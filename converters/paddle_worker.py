@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -94,6 +95,14 @@ def infer(args: argparse.Namespace) -> dict:
     return {"outputs": len(results)}
 
 
+def essence(err: Exception) -> str:
+    """Paddle's messages start with a Python stack ("In user code: ..."); find the line that says what broke."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    telling = [line for line in lines if re.match(r"^(\(\w+\)|\w*(Error|Exception)\b)", line)]
+    chosen = telling[-1] if telling else (lines[0] if lines else "")
+    return f"{type(err).__name__}: {chosen}" if not chosen.startswith(type(err).__name__) else chosen
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m converters.paddle_worker")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,7 +117,7 @@ def main() -> int:
     try:
         report = (to_onnx if args.command == "to-onnx" else infer)(args)
     except Exception as err:  # the parent shows this line to the user
-        print(json.dumps({"ok": False, "error": f"{type(err).__name__}: {str(err).strip().splitlines()[0]}"}))
+        print(json.dumps({"ok": False, "error": essence(err)}))
         return 1
     print(json.dumps({"ok": True, **report}))
     return 0

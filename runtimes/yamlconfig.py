@@ -57,7 +57,9 @@ def read_yaml(path: str | Path) -> tuple[Any, yaml.Node | None]:
 def validation_to_config_error(err: ValidationError, path: str | Path,
                                node: yaml.Node | None) -> ConfigError:
     """Turn the first pydantic error into a ConfigError pointing at the YAML line."""
-    first = err.errors()[0]
+    # A misspelt key shows up twice (unknown key + missing field); the unknown key is the real mistake.
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
     loc = tuple(first["loc"])
     field = ".".join(str(p) for p in loc) or None
     message = first["msg"]
