@@ -13,12 +13,12 @@ from typing import Any, Callable
 import device_profiles
 from device_profiles import ArtifactChoice, Profile
 from runtimes.bundle import RuntimeOptions
-from runtimes.errors import ConversionError, UnsupportedTargetError
+from runtimes.errors import ConversionError
 from runtimes.image import IMAGE_SUFFIXES
 
 from . import builders
 from .families import family_for
-from .package import BuiltArtifact, BuiltModel, write_bundle
+from .package import BuiltModel, write_bundle
 from .passes.base import ModelFile, PassContext, Target
 from .passes.optimize import OptimizePass
 from .passes.paddle_parity import PaddleParityPass

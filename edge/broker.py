@@ -1,10 +1,13 @@
 """A private mosquitto on 127.0.0.1 for the demo and the tests: free port, own config, own folder.
 
 Only ever binds the loopback interface; anonymous access is fine there and nowhere else.
+Persistence is on with a 1 s autosave so a broker that is killed and restarted keeps sessions and
+retained messages, as a real deployment's broker would.
 """
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -14,12 +17,13 @@ from pathlib import Path
 from runtimes.errors import EdgeError
 
 SEARCH_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto")
+MOSQUITTO_HINT = "mosquitto is not installed: apt-get install mosquitto ('make demo' and .ci/run do it)"
 
 
 def mosquitto_binary() -> str:
     found = shutil.which("mosquitto") or next((p for p in SEARCH_PATHS if Path(p).is_file()), None)
     if not found:
-        raise EdgeError("mosquitto is not installed: apt-get install mosquitto (.ci/run and 'make demo' do it)")
+        raise EdgeError(MOSQUITTO_HINT)
     return found
 
 
@@ -32,51 +36,66 @@ def free_port() -> int:
 class LocalBroker:
     """`with LocalBroker() as broker: broker.url` — started on enter, stopped on exit."""
 
-    def __init__(self, port: int | None = None, workdir: Path | None = None, extra_config: str = ""):
-        self.port = port or free_port()
-        self.host = "127.0.0.1"
+    def __init__(self, workdir: Path | None = None, port: int | None = None, extra_config: str = ""):
+        self.host, self.port = "127.0.0.1", port or free_port()
+        self.url = f"mqtt://{self.host}:{self.port}"
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="edge-broker-"))
-        self.extra_config = extra_config
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "data").mkdir(exist_ok=True)
+        self.config, self.log = self.workdir / "mosquitto.conf", self.workdir / "mosquitto.log"
+        self.config.write_text(
+            f"listener {self.port} {self.host}\n"
+            "allow_anonymous true\n"
+            "user root\n"                          # started as root it would switch to 'mosquitto'
+            "persistence true\n"
+            "autosave_interval 1\n"
+            f"persistence_location {self.workdir / 'data'}/\n"
+            f"log_dest file {self.log}\n"
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+            f"{extra_config}", encoding="utf-8")
         self.process: subprocess.Popen | None = None
 
-    @property
-    def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
-
     def start(self, timeout: float = 10.0) -> "LocalBroker":
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        config = self.workdir / "mosquitto.conf"
-        config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                          f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
-                          f"{self.extra_config}", encoding="utf-8")
-        log = open(self.workdir / "mosquitto.log", "ab")
-        self.process = subprocess.Popen([mosquitto_binary(), "-c", str(config)], stdout=log, stderr=log)
+        self.process = subprocess.Popen([mosquitto_binary(), "-c", str(self.config)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise EdgeError(f"mosquitto exited at start (see {self.workdir / 'mosquitto.log'})")
+                raise EdgeError(f"mosquitto exited with {self.process.returncode}: {self.log_text()}")
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return self
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
+                return self
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise EdgeError(f"mosquitto did not listen on {self.host}:{self.port} within {timeout:.0f} s")
+        raise EdgeError(f"mosquitto did not accept connections on port {self.port}: {self.log_text()}")
 
     def kill(self) -> None:
-        """Hard stop (SIGKILL), as a crash or power loss would."""
+        """SIGKILL: the broker vanishes mid-conversation, keeping only its last autosave."""
         if self.process and self.process.poll() is None:
             self.process.kill()
-            self.process.wait(timeout=10)
+            self.process.wait()
+        self.process = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open but nothing is read or acknowledged."""
+        if self.process:
+            self.process.send_signal(signal.SIGSTOP)
 
     def stop(self) -> None:
+        """SIGTERM: clients lose their connection; mosquitto saves its persistence file first."""
         if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)   # a frozen broker cannot act on SIGTERM
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                self.process.wait(timeout=10)
+                self.process.wait()
+        self.process = None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else "(no log)"
 
     def __enter__(self) -> "LocalBroker":
         return self.start()

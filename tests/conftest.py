@@ -1,0 +1,229 @@
+"""Shared fixtures: the shared/ folder, the OCR bundle, a real mosquitto broker, MQTT subscribers, a daemon process."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from edge.broker import MOSQUITTO_HINT, LocalBroker, mosquitto_binary
+from runtimes.errors import EdgeError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+# The OCR bundle the daemon tests run: a real FP32 PP-OCRv4 bundle. EDGE_OCR_BUNDLE points elsewhere.
+DEFAULT_OCR_BUNDLE = Path("/tmp/devbundle")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DIR} is absent (the repo's sibling ../shared)")
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def ocr_bundle_dir() -> Path:
+    path = Path(os.environ.get("EDGE_OCR_BUNDLE", DEFAULT_OCR_BUNDLE))
+    if not (path / "manifest.json").is_file():
+        pytest.skip(f"no OCR bundle at {path} (set EDGE_OCR_BUNDLE to a PP-OCR bundle folder)")
+    return path
+
+
+# --- a real mosquitto -------------------------------------------------------------------------
+
+class Broker(LocalBroker):
+    """The product's LocalBroker plus what tests need to watch it."""
+
+    def wait_saved(self, since: float, timeout: float = 10.0) -> None:
+        """Until the persistence file was written after `since` (a time.time() value)."""
+        db = self.workdir / "data" / "mosquitto.db"
+        deadline = time.monotonic() + timeout
+        while not (db.exists() and db.stat().st_mtime > since):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto did not save {db} within {timeout:.0f} s")
+            time.sleep(0.1)
+
+    def retained(self, topic: str, timeout: float = 10.0) -> "Received":
+        """The message the broker retains on `topic`, as a new subscriber receives it."""
+        sub = Subscriber(self, [topic])
+        try:
+            return sub.wait_for(topic, 1, timeout)[0]
+        finally:
+            sub.close()
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    try:
+        mosquitto_binary()
+    except EdgeError:
+        pytest.fail(MOSQUITTO_HINT, pytrace=False)
+    broker = Broker(tmp_path_factory.mktemp("mosquitto"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+# --- a real subscriber --------------------------------------------------------------------------
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+    @property
+    def text(self) -> str:
+        return self.payload.decode("utf-8")
+
+
+class Subscriber:
+    """A paho client that collects what arrives on `topics` (QoS 1), resubscribing after reconnects.
+
+    `persistent=True` keeps its session on the broker (clean_session off), so messages published
+    while it is disconnected are kept for it.
+    """
+
+    def __init__(self, broker: Broker, topics: list[str], persistent: bool = False):
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.topics = topics
+        self.messages: list[Received] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:12]}",
+                                  protocol=paho.MQTTv311, clean_session=not persistent)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in self.topics])
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 2)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise RuntimeError(f"subscriber could not subscribe to {topics}")
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        with self._cond:
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self._cond.notify_all()
+
+    def on(self, topic: str) -> list[Received]:
+        with self._cond:
+            return [m for m in self.messages if m.topic == topic]
+
+    def wait_for(self, topic: str, count: int, timeout: float = 30.0,
+                 distinct: Callable[[Received], Any] | None = None) -> list[Received]:
+        """At least `count` messages on `topic` (or distinct `distinct(message)` values, since QoS 1
+        may deliver a message twice); fails the test with what did arrive otherwise."""
+        def enough() -> bool:
+            arrived = [m for m in self.messages if m.topic == topic]
+            return len(set(map(distinct, arrived)) if distinct else arrived) >= count
+
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not enough():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    seen = [(m.topic, m.payload[:120]) for m in self.messages]
+                    pytest.fail(f"wanted {count} message(s) on {topic} within {timeout:.0f} s; got: {seen}")
+                self._cond.wait(left)
+        return self.on(topic)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def mqtt_subscriber() -> Iterator[Callable[..., Subscriber]]:
+    """Factory: mqtt_subscriber(broker, ["edge/dev/#"], persistent=False) -> a connected Subscriber."""
+    made: list[Subscriber] = []
+
+    def make(broker: Broker, topics: list[str], persistent: bool = False) -> Subscriber:
+        made.append(Subscriber(broker, topics, persistent))
+        return made[-1]
+
+    yield make
+    for sub in made:
+        sub.close()
+
+
+# --- the daemon as a separate process -------------------------------------------------------------
+
+class DaemonProcess:
+    """`python -m edge.daemon ...` with its stderr collected line by line."""
+
+    def __init__(self, args: list[str]):
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen([sys.executable, "-m", "edge.daemon", *args], cwd=REPO_ROOT, env=env,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr or ():
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    @property
+    def log(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def wait_log(self, pattern: str, count: int = 1, timeout: float = 30.0) -> list[str]:
+        """At least `count` stderr lines matching the regex `pattern`."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(hits := [ln for ln in self.lines if regex.search(ln)]) < count:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.process.poll() is not None and not self._reader.is_alive():
+                    pytest.fail(f"daemon log never had {count} line(s) matching {pattern!r}:\n{self.log}")
+                self._cond.wait(min(left, 0.5))
+        return hits
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def edge_daemon() -> Iterator[Callable[[list[str]], DaemonProcess]]:
+    """Factory: edge_daemon([BUNDLE, "--source", DIR, ...]) -> a running DaemonProcess, killed at teardown."""
+    started: list[DaemonProcess] = []
+
+    def start(args: list[str]) -> DaemonProcess:
+        started.append(DaemonProcess(args))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        daemon.kill()
