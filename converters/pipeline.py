@@ -35,7 +35,16 @@ class PipelineShape:
     required: frozenset[str]
 
 
-SHAPES = {"ocr": PipelineShape("ppocr", ("det", "cls", "rec"), frozenset({"det", "rec"}))}
+SHAPES = {
+    "ocr": PipelineShape("ppocr", ("det", "cls", "rec"), frozenset({"det", "rec"})),
+    "detection": PipelineShape("ppdet", ("detector",), frozenset({"detector"})),
+    "classification": PipelineShape("ppcls", ("classifier",), frozenset({"classifier"})),
+    "keypoints": PipelineShape("pptinypose", ("detector", "pose"), frozenset({"detector", "pose"})),
+    "segmentation": PipelineShape("ppseg", ("segmenter",), frozenset({"segmenter"})),
+}
+# A detector can be the first stage of another task's pipeline (persons for a pose model):
+# given together with that task's models, the other task names the pipeline.
+FEEDER_TASKS = frozenset({"detection"})
 FP32_PASSES = (PaddleToOnnxPass(), RepairPass(), PaddleParityPass(), OptimizePass())
 
 
@@ -65,6 +74,8 @@ def list_images(folder: Path | None, what: str) -> list[Path]:
 
 def _group(sources: list[ExportSource]) -> tuple[str, PipelineShape, dict[str, ExportSource]]:
     tasks = {s.spec.task for s in sources}
+    if len(tasks) > 1:
+        tasks -= FEEDER_TASKS
     if len(tasks) != 1:
         raise ConversionError(f"these sources belong to different pipelines ({', '.join(sorted(tasks))}); "
                               "convert them separately")
@@ -78,6 +89,10 @@ def _group(sources: list[ExportSource]) -> tuple[str, PipelineShape, dict[str, E
             raise ConversionError(f"two sources are '{source.spec.role}' models: {by_role[source.spec.role].path} "
                                   f"and {source.path}")
         by_role[source.spec.role] = source
+    extra = set(by_role) - set(shape.order)
+    if extra:
+        raise ConversionError(f"a {task} bundle has no place for a {', '.join(sorted(extra))} model "
+                              f"(it takes: {', '.join(shape.order)})")
     missing = shape.required - set(by_role)
     if missing:
         raise ConversionError(f"a {task} bundle needs {', '.join(sorted(missing))} model(s) too "

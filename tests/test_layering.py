@@ -50,7 +50,8 @@ class HideToolchain(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, HideToolchain())
 import edge.cli, edge.daemon.service, edge.daemon.mqtt, runtimes.bundle, runtimes.backends, runtimes.tasks
 from runtimes.tasks import task_class
-task_class('ocr')
+for name in ('ocr', 'detection', 'classification', 'keypoints', 'segmentation'):
+    task_class(name)
 from runtimes.backends import BACKENDS
 assert 'onnx' in BACKENDS, BACKENDS
 loaded = sorted(m for m in sys.modules if m.split('.')[0] in {'paddle', 'paddle2onnx', 'onnx', 'converters'})

@@ -10,10 +10,10 @@ from runtimes.errors import MetadataError
 from runtimes.yamlconfig import read_yaml
 
 from ..spec import ModelSpec
-from . import paddleocr
+from . import paddleclas, paddledet, paddleocr, paddleseg
 from .base import MetaDoc
 
-READERS = [paddleocr]
+READERS = [paddleocr, paddleclas, paddledet, paddleseg]
 METADATA_NAMES = ("inference.yml", "infer_cfg.yml", "deploy.yaml", "deploy.yml")
 
 
@@ -34,4 +34,5 @@ def read_spec(metadata: Path) -> ModelSpec:
         if reader.claims(doc):
             return reader.read(doc)
     raise doc.error("unknown export metadata: no reader recognises this file "
-                    "(supported: PaddleOCR/PaddleX inference.yml)")
+                    "(supported: PaddleOCR/PaddleClas/PaddleX inference.yml, PaddleDetection infer_cfg.yml, "
+                    "PaddleSeg deploy.yaml)")

@@ -63,6 +63,7 @@ def draw_classification(image: np.ndarray, results: list[dict[str, Any]]) -> np.
     """Classification results ({"label", "score"}, best first): a banner across the top."""
     out = image.copy()
     font_scale, thickness = _scale(out)
+    font_scale *= 1.5       # the banner is the whole message: larger than box tags
     lines = [f"{r['label']} {r['score']:.2f}" for r in results] or ["(no class)"]
     line_h = cv2.getTextSize("Ag", FONT, font_scale, thickness)[0][1] + 12
     band = out[:min(out.shape[0], line_h * len(lines) + 8)]

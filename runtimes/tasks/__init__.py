@@ -10,7 +10,8 @@ from ..bundle import Bundle
 from ..errors import BundleError
 from .base import ModelRunner, Task, TaskOutput, Timings
 
-TASK_MODULES = {"ocr": "ocr"}
+TASK_MODULES = {"ocr": "ocr", "detection": "detection", "classification": "classification",
+                "keypoints": "keypoints", "segmentation": "segmentation"}
 
 
 def task_class(name: str) -> type[Task]:

@@ -117,10 +117,39 @@ def pad_stride(frame: Frame, stride: int = 32) -> Frame:
     return frame
 
 
+def resize_short_long(frame: Frame, short: int, long: int, interp: str = "linear") -> Frame:
+    """PaddleDetection's keep-ratio Resize: the short side becomes `short` unless the long side
+    would then pass `long` (target_size [h, w] pairs short with short, long with long)."""
+    h, w = frame.image.shape[:2]
+    ratio = short / min(h, w)
+    if round(ratio * max(h, w)) > long:
+        ratio = long / max(h, w)
+    return _resize_to(frame, max(1, round(w * ratio)), max(1, round(h * ratio)), interp)
+
+
+def top_down_affine(frame: Frame, width: int, height: int, interp: str = "linear") -> Frame:
+    """PaddleDetection's TopDownEvalAffine on the whole frame (a person crop): one scale, set by the
+    widths, with the centres aligned; what falls outside is cut, what is missing is zero.
+
+    Top-down pose pipelines crop the person at the model's aspect ratio first, so nothing is lost.
+    """
+    h, w = frame.image.shape[:2]
+    k = width / w
+    tx, ty = width / 2 - k * w / 2, height / 2 - k * h / 2
+    matrix = np.array([[k, 0.0, tx], [0.0, k, ty]], np.float32)
+    frame.image = cv2.warpAffine(frame.image, matrix, (width, height), flags=INTERPOLATION[interp])
+    sx, sy = frame.scale_xy
+    ox, oy = frame.offset_xy
+    frame.scale_xy = (sx * k, sy * k)
+    frame.offset_xy = (ox * k - tx, oy * k - ty)
+    return frame
+
+
 OPS: dict[str, Callable[..., Frame]] = {
     "color": color, "resize": resize, "resize_limit": resize_limit, "resize_short": resize_short,
     "center_crop": center_crop, "rec_resize": rec_resize, "normalize": normalize, "to_chw": to_chw,
     "pad_width": pad_width, "pad_stride": pad_stride,
+    "resize_short_long": resize_short_long, "top_down_affine": top_down_affine,
 }
 
 

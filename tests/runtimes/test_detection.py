@@ -13,7 +13,6 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -26,7 +25,7 @@ from runtimes.errors import BundleError
 from runtimes.image import read_image
 from runtimes.tasks import load_task
 from runtimes.tasks.detection import (DetectionParams, decode_detections, detector_feeds, image_input,
-                                      output_form)
+                                      output_form, to_source)
 from runtimes.tasks.nms import multiclass_nms, nms
 from runtimes.tasks.preprocess import Preprocess
 
@@ -64,7 +63,8 @@ def register_det_cls(mp: pytest.MonkeyPatch) -> None:
     mp.setitem(FAMILIES, "detection", DetectionFamily)
     mp.setitem(FAMILIES, "classification", ClassificationFamily)
     if "detection" not in pipeline.SHAPES:
-        mp.setitem(pipeline.SHAPES, "detection", pipeline.PipelineShape("ppdet", ("detector",), frozenset({"detector"})))
+        mp.setitem(pipeline.SHAPES, "detection",
+                   pipeline.PipelineShape("ppdet", ("detector",), frozenset({"detector"})))
     if "classification" not in pipeline.SHAPES:
         mp.setitem(pipeline.SHAPES, "classification",
                    pipeline.PipelineShape("ppcls", ("classifier",), frozenset({"classifier"})))
@@ -175,7 +175,8 @@ def test_all_three_export_forms_give_the_same_objects(coco_bundle):
     outputs = ort.InferenceSession(str(coco_bundle / entry.selected), providers=["CPUExecutionProvider"]).run(
         None, {entry.input.name: tensor})
     assert output_form(outputs, params) == "raw_head"
-    raw = decode_detections(outputs, frame, tensor.shape[2:], params, entry.labels, threshold=params.score_threshold)
+    raw = decode_detections(outputs, frame, tensor.shape[2:], params, entry.labels,
+                            threshold=params.score_threshold)
     assert {r["label"] for r in raw} >= {"person", "bus"}
 
     # the same detections back in input pixels, with shifted duplicates scoring 20% lower
@@ -266,13 +267,13 @@ def test_drawing_marks_the_boxes_and_leaves_the_picture_alone(coco_bundle, regis
     changed = np.any(drawn != image, axis=2)
     x1, y1, x2, y2 = (int(v) for v in results[0]["box"])
     assert changed[y1:y2, x1].mean() > 0.9                # the left edge of the best box is drawn
-    assert not changed[y1 + 40:y2 - 40, x1 + 40:x2 - 40].any() or \
-        changed[y1 + 40:y2 - 40, x1 + 40:x2 - 40].mean() < 0.2   # inside stays (mostly) the picture
+    assert changed[y1 + 40:y2 - 40, x1 + 40:x2 - 40].mean() < 0.1   # inside: the picture (other boxes' lines)
 
 
 def test_ocr_drawing_outlines_quadrilaterals_and_survives_non_ascii_text():
     image = np.full((200, 300, 3), 255, np.uint8)
-    drawn = draw("ocr", image, [{"text": "韩国 PAIN", "score": 0.9, "box": [[50, 80], [250, 80], [250, 120], [50, 120]]}])
+    line = {"text": "韩国 PAIN", "score": 0.9, "box": [[50, 80], [250, 80], [250, 120], [50, 120]]}
+    drawn = draw("ocr", image, [line])
     changed = np.any(drawn != image, axis=2)
     assert changed[100, 50] and changed[100, 250] and not changed[100, 150]
 
@@ -280,7 +281,6 @@ def test_ocr_drawing_outlines_quadrilaterals_and_survives_non_ascii_text():
 # ---- the converter-side family -------------------------------------------------------------------
 @needs_shared
 def test_family_feeds_are_real_views_and_the_fp32_model_agrees_with_itself(coco_bundle):
-    spec = load_source(PICODET / "picodet_s_320_coco").spec if False else None
     with pytest.MonkeyPatch.context() as mp:
         register_det_cls(mp)
         spec = load_source(PICODET / "picodet_s_320_coco").spec
@@ -314,9 +314,9 @@ def test_family_catches_a_broken_int8_detector(coco_bundle, tmp_path):
     pictures = [IMAGES / name for name in COCO_PICTURES]
     prepared, int8 = tmp_path / "pre.onnx", tmp_path / "int8.onnx"
     quant_pre_process(str(fp32["detector"]), str(prepared), skip_symbolic_shape=True)
-    quantize_static(str(prepared), str(int8), FeedListReader(family.calibration_feeds("detector", fp32, pictures, 12)),
-                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
+    calib = FeedListReader(family.calibration_feeds("detector", fp32, pictures, 12))
+    quantize_static(str(prepared), str(int8), calib, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     verdict = family.evaluate("detector", fp32, int8, pictures)
     assert verdict.metric == "box_f1@0.5 vs fp32" and verdict.budget == 0.95
     assert 0.0 <= verdict.value < 0.95 and not verdict.passed and verdict.samples >= 15
@@ -331,7 +331,5 @@ def test_picture_mapping_survives_keep_ratio_resize_and_stride_padding():
                       {"op": "normalize"}, {"op": "to_chw"}, {"op": "pad_stride", "stride": 32}])
     tensor, frame = pre(image)
     assert tensor.shape == (1, 3, 416, 800)              # 1000x500 -> 800x400 -> padded to 416 rows
-    from runtimes.tasks.detection import to_source
     mapped = to_source(np.array([[0, 0, 800, 400], [0, 0, 800, 416]], np.float32), frame)
-    assert mapped[0].tolist() == pytest.approx([0, 0, 1000, 500]) and mapped[1].tolist() == pytest.approx(
-        [0, 0, 1000, 500])
+    assert mapped.tolist() == [pytest.approx([0, 0, 1000, 500])] * 2

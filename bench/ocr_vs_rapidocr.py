@@ -1,0 +1,88 @@
+"""Our OCR bundle vs rapidocr_onnxruntime (the peer users run today), same images, one run.
+
+Prints per image: median end-to-end milliseconds of each (alternating runs, same thread count),
+their ratio, and text agreement (CER of our lines against theirs, line by line in reading order).
+Usage: python bench/ocr_vs_rapidocr.py [BUNDLE] [--threads N] [--runs N] [--images DIR]
+Without BUNDLE it converts ../shared/models/PP-OCR for this machine's profile into bundles/ppocr.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from converters.metrics import cer  # noqa: E402
+from runtimes.bundle import Bundle  # noqa: E402
+from runtimes.tasks import load_task  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+IMAGES = ["ocr_word_en_10.png", "ocr_word_ch_1.jpg", "ocr_en_img623.jpg", "ocr_1.jpg", "ocr_11.jpg"]
+
+
+def ensure_bundle(path: Path | None) -> Path:
+    if path:
+        return path
+    out = ROOT / "bundles" / "ppocr"
+    if not (out / "manifest.json").is_file():
+        models = SHARED / "models" / "PP-OCR"
+        subprocess.run([sys.executable, "-m", "edge", "convert", str(models / "ch_PP-OCRv4_det"),
+                        str(models / "ch_ppocr_mobile_v2_cls"), str(models / "ch_PP-OCRv4_rec"),
+                        "--profile", "x86-vnni", "--calib", str(SHARED / "images"), "-o", str(out)],
+                       cwd=ROOT, check=True)
+    return out
+
+
+def timed(fn, image) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn(image)
+    return (time.perf_counter() - start) * 1000.0, result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("bundle", nargs="?", type=Path)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--images", type=Path, default=SHARED / "images")
+    args = parser.parse_args()
+    from rapidocr_onnxruntime import RapidOCR
+
+    bundle = Bundle.open(ensure_bundle(args.bundle))
+    bundle.manifest.runtime.threads = args.threads
+    ours = load_task(bundle)
+    theirs = RapidOCR(intra_op_num_threads=args.threads, inter_op_num_threads=1)
+    chosen = {m.role: m.selected_artifact().precision for m in bundle.manifest.models}
+    print(f"ours: {bundle.root} {chosen}; peer: rapidocr_onnxruntime defaults; {args.threads} thread(s), "
+          f"median of {args.runs} alternating runs")
+    total_ours = total_theirs = 0.0
+    for name in IMAGES:
+        image = cv2.imread(str(args.images / name))
+        ours(image), theirs(image)                 # warm-up (sessions, allocators)
+        our_ms, their_ms = [], []
+        for _ in range(args.runs):
+            ms, our_out = timed(ours, image)
+            our_ms.append(ms)
+            ms, their_out = timed(theirs, image)
+            their_ms.append(ms)
+        our_lines = [r["text"] for r in our_out.results]
+        their_lines = [line[1] for line in (their_out[0] or [])]
+        a, b = statistics.median(our_ms), statistics.median(their_ms)
+        total_ours, total_theirs = total_ours + a, total_theirs + b
+        agreement = cer(["".join(our_lines)], ["".join(their_lines)]) if their_lines or our_lines else 0.0
+        print(f"{name:20s} ours {a:8.1f} ms  rapidocr {b:8.1f} ms  ratio {a / b:5.2f}  "
+              f"lines {len(our_lines):2d}/{len(their_lines):2d}  CER vs peer {agreement:.3f}")
+    print(f"TOTAL end-to-end ratio ours/rapidocr: {total_ours / total_theirs:.2f} "
+          f"({total_ours:.0f} ms vs {total_theirs:.0f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
