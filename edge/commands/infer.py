@@ -5,6 +5,9 @@ import argparse
 import json
 import socket
 import sys
+from pathlib import Path
+
+import cv2
 
 from runtimes.bundle import Bundle
 from runtimes.errors import EdgeError
@@ -12,6 +15,7 @@ from runtimes.image import read_image
 from runtimes.tasks import load_task
 
 from ..daemon.contract import result_message
+from ..drawing import draw
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +24,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     parser.add_argument("--json", action="store_true", help="one JSON object per image (edge.result/1)")
     parser.add_argument("--device-id", default=socket.gethostname().split(".")[0] or "local")
+    parser.add_argument("--draw", type=Path, metavar="OUT",
+                        help="draw the results: an image file for one IMAGE, else a folder (one file per image)")
     parser.set_defaults(handler=run_infer)
+
+
+def save_drawing(target: Path, many: bool, image_path: str, task: str, image, results) -> None:
+    out = target / f"{Path(image_path).stem}.jpg" if many else target
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), draw(task, image, results)):
+        raise EdgeError(f"cannot write the drawing to {out} (use a .jpg or .png name)")
 
 
 def run_infer(args: argparse.Namespace) -> int:
@@ -29,11 +42,14 @@ def run_infer(args: argparse.Namespace) -> int:
     failures = 0
     for seq, image_path in enumerate(args.images, start=1):
         try:
-            output = task(read_image(image_path))
+            image = read_image(image_path)
+            output = task(image)
         except EdgeError as err:   # one bad image must not hide the others' results
             print(f"edge infer: error: {err}", file=sys.stderr)
             failures += 1
             continue
+        if args.draw:
+            save_drawing(args.draw, len(args.images) > 1, image_path, bundle.manifest.task, image, output.results)
         message = result_message(device=args.device_id, pipeline=bundle.manifest.pipeline, models=task.models,
                                  source=str(image_path), seq=seq, latency_ms=output.timings.as_dict(),
                                  results=output.results)
