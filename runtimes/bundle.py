@@ -177,6 +177,17 @@ class Bundle:
                 problems.append(f"{rel} does not match its sha256 (modified or corrupt)")
         return problems
 
+    def with_precision(self, precision: str) -> "Bundle":
+        """The same bundle running its `precision` artifacts (e.g. the FP32 twins, to compare or debug)."""
+        manifest = self.manifest.model_copy(deep=True)
+        for entry in manifest.models:
+            match = next((a for a in entry.artifacts if a.precision == precision), None)
+            if match is None:
+                have = ", ".join(a.precision for a in entry.artifacts)
+                raise BundleError(f"{self.root}: model '{entry.role}' has no {precision} artifact (it has: {have})")
+            entry.selected = match.path
+        return Bundle(self.root, manifest)
+
     def artifact_path(self, role: str) -> tuple[Artifact, Path]:
         entry = self.manifest.model(role)
         art = entry.selected_artifact()

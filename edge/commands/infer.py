@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     parser.add_argument("--json", action="store_true", help="one JSON object per image (edge.result/1)")
     parser.add_argument("--device-id", default=socket.gethostname().split(".")[0] or "local")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+                        help="run these artifacts of the bundle instead of the ones it selected")
     parser.add_argument("--draw", type=Path, metavar="OUT",
                         help="draw the results: an image file for one IMAGE, else a folder (one file per image)")
     parser.set_defaults(handler=run_infer)
@@ -38,6 +40,8 @@ def save_drawing(target: Path, many: bool, image_path: str, task: str, image, re
 
 def run_infer(args: argparse.Namespace) -> int:
     bundle = Bundle.open(args.bundle)
+    if args.precision:
+        bundle = bundle.with_precision(args.precision)
     task = load_task(bundle)
     failures = 0
     for seq, image_path in enumerate(args.images, start=1):
