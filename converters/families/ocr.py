@@ -1,0 +1,184 @@
+"""PP-OCR at conversion time: det pages, cls/rec text lines, judged against the FP32 pipeline.
+
+Inputs are made exactly as the device pipeline makes them (runtimes.tasks.ocr_*): det sees the
+page through its manifest pre-processing; cls and rec see the text lines that the *FP32* detector
+finds, cropped and batched as OcrTask does, so every candidate is judged on the same lines.
+
+With only a handful of real pictures, calibration and evaluation use the same pictures at
+*different scales*, never the same tensor: calibration at 1/2 and 3/4 of the size the device would
+run, evaluation at that size itself (see VIEW_SCALES). Give disjoint image lists when you have them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtimes.errors import ConversionError
+from runtimes.image import read_image
+from runtimes.tasks.ocr import ClsParams, CtcParams, LineInput
+from runtimes.tasks.ocr_db import DbParams, db_boxes
+from runtimes.tasks.ocr_text import aspect_order, crop_text, ctc_decode, load_charset, sort_boxes
+from runtimes.tasks.preprocess import Preprocess
+
+from ..latency import session
+from ..metrics import BoxMatch, cer, match_boxes, top1_agreement
+from .base import Evaluation, Family, Feeds
+
+# purpose -> scales relative to the size the device runs the page at (its resize_limit size)
+VIEW_SCALES = {"calibration": (0.5, 0.75), "evaluation": (1.0,)}
+MIN_VIEW_SIDE = 32          # smaller views are below the detector's stride: nothing to learn from
+BUDGETS = {"det": 0.99, "cls": 0.99, "rec": 0.02}   # box F1 >=, top-1 agreement >=, CER <=
+METRICS = {"det": "box_f1@0.5 vs fp32", "cls": "top1_agreement vs fp32", "rec": "cer vs fp32"}
+
+
+def charset(source: str | Path, use_space_char: bool) -> list[str]:
+    """Recognition classes from the dictionary: a file (Path), or its text as metadata readers keep it."""
+    if isinstance(source, Path):
+        return load_charset(source, use_space_char)
+    lines = [line.strip("\r\n") for line in source.split("\n")]   # as load_charset splits the file
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        raise ConversionError("rec model: its character dictionary is empty")
+    return ["<blank>"] + lines + ([" "] if use_space_char else [])
+
+
+class OcrFamily(Family):
+    task = "ocr"
+    roles = ("det", "rec")       # cls is optional, as in the device pipeline
+
+    def __init__(self, specs, threads: int = 0):
+        super().__init__(specs, threads)
+        self.det_pre = Preprocess(self.spec("det").preprocess)
+        self.db = DbParams.model_validate(self.spec("det").postprocess)
+        rec = self.spec("rec")
+        self.ctc = CtcParams.model_validate(rec.postprocess)
+        if self.ctc.character_dict not in rec.files:
+            raise ConversionError(f"rec model: character dictionary '{self.ctc.character_dict}' is not among "
+                                  f"its files ({', '.join(rec.files) or 'none'})")
+        self.charset = charset(rec.files[self.ctc.character_dict], self.ctc.use_space_char)
+        self.line_inputs = {role: LineInput.from_entry(self.specs[role]) for role in ("cls", "rec")
+                            if role in self.specs}
+        self._cache: dict[tuple, object] = {}
+
+    # ---- inputs -------------------------------------------------------------------------------
+    def _views(self, images: list[Path], purpose: str) -> list[np.ndarray]:
+        key = ("views", tuple(images), purpose)
+        if key not in self._cache:
+            limit = next((op.get("limit_side_len", 960) for op in self.spec("det").preprocess
+                          if op.get("op") == "resize_limit"), None)
+            views = []
+            for path in images:
+                image = read_image(path)
+                long_side = max(image.shape[:2])
+                deploy = min(long_side, limit) if limit else long_side
+                for scale in VIEW_SCALES[purpose]:
+                    factor = scale * deploy / long_side
+                    size = (round(image.shape[1] * factor), round(image.shape[0] * factor))
+                    if min(size) >= MIN_VIEW_SIDE:
+                        views.append(image if factor == 1.0 else
+                                     cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+            self._cache[key] = views
+        return self._cache[key]
+
+    def _det_feed(self, view: np.ndarray) -> tuple[Feeds, object]:
+        tensor, frame = self.det_pre(view)
+        return {self.spec("det").input.name: tensor}, frame
+
+    def _boxes(self, model: Path, view: np.ndarray, sess=None) -> list[np.ndarray]:
+        feed, frame = self._det_feed(view)
+        prob = (sess or session(model, self.threads)).run(None, feed)[0]
+        return sort_boxes([box for box, _ in db_boxes(prob[0, 0], frame, self.db)])
+
+    def _crops(self, fp32: dict[str, Path], images: list[Path], purpose: str) -> list[np.ndarray]:
+        """Text lines the FP32 detector finds on the views, cropped as the device pipeline crops them."""
+        key = ("crops", str(fp32["det"]), tuple(images), purpose)
+        if key not in self._cache:
+            sess = session(fp32["det"], self.threads)
+            crops = [crop_text(view, box) for view in self._views(images, purpose)
+                     for box in self._boxes(fp32["det"], view, sess)]
+            self._cache[key] = crops
+        return self._cache[key]
+
+    def _line_batches(self, role: str, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """Crops in aspect order, batched as OcrTask batches them (cls crops also turned 180 degrees)."""
+        if role == "cls":
+            crops = [c for crop in crops for c in (crop, cv2.rotate(crop, cv2.ROTATE_180))]
+        size = (ClsParams if role == "cls" else CtcParams).model_validate(self.spec(role).postprocess).batch_size
+        order = aspect_order(crops).tolist() if crops else []
+        line_input = self.line_inputs[role]
+        return [line_input.batch([crops[i] for i in order[s:s + size]]) for s in range(0, len(order), size)]
+
+    def _feeds(self, role: str, fp32: dict[str, Path], images: list[Path], purpose: str) -> list[Feeds]:
+        name = self.spec(role).input.name
+        if role == "det":
+            return [self._det_feed(view)[0] for view in self._views(images, purpose)]
+        if role in self.line_inputs:
+            return [{name: batch} for batch in self._line_batches(role, self._crops(fp32, images, purpose))]
+        raise ConversionError(f"ocr: unknown role '{role}' (known: det, cls, rec)")
+
+    def calibration_feeds(self, role, fp32, images, limit):
+        feeds = self._feeds(role, fp32, images, "calibration")
+        if len(feeds) > limit:   # spread the picks over all pictures instead of taking the first ones
+            feeds = [feeds[i] for i in np.linspace(0, len(feeds) - 1, limit).round().astype(int)]
+        return feeds
+
+    def latency_feeds(self, role, fp32, images, limit):
+        """The device's own input sizes (evaluation views: full deploy size)."""
+        feeds = self._feeds(role, fp32, images, "evaluation")
+        if len(feeds) > limit:
+            feeds = [feeds[i] for i in np.linspace(0, len(feeds) - 1, limit).round().astype(int)]
+        return feeds
+
+    # ---- judging ------------------------------------------------------------------------------
+    def evaluate(self, role, fp32, candidate, images):
+        """det: box F1 (IoU >= 0.5) vs FP32 boxes; cls: top-1 agreement on lines and their 180-degree
+        turns; rec: CER vs FP32 readings on the lines FP32 reads with score >= drop_score."""
+        if role == "det":
+            return self._evaluate_det(fp32, candidate, images)
+        feeds = self._feeds(role, fp32, images, "evaluation")
+        ref = self._reference(role, fp32, images, feeds)
+        cand_sess = session(candidate, self.threads)
+        outs = [cand_sess.run(None, feed)[0] for feed in feeds]
+        if role == "cls":
+            got = np.concatenate([o.argmax(axis=1) for o in outs]) if outs else np.zeros(0, int)
+            value = top1_agreement(got, ref)
+            return Evaluation(METRICS[role], value, BUDGETS[role], ref.size > 0 and value >= BUDGETS[role],
+                              int(ref.size))
+        texts, keep = ref
+        got = [text for out in outs for text, _ in ctc_decode(out, self.charset)]
+        value = cer([got[i] for i in keep], [texts[i] for i in keep])
+        return Evaluation(METRICS[role], value, BUDGETS[role], len(keep) > 0 and value <= BUDGETS[role],
+                          len(keep), lower_is_better=True)
+
+    def _reference(self, role: str, fp32: dict[str, Path], images: list[Path], feeds: list[Feeds]):
+        """FP32 answers on the evaluation inputs, computed once per model and image list."""
+        key = ("reference", role, str(fp32[role]), str(fp32["det"]), tuple(images))
+        if key not in self._cache:
+            sess = session(fp32[role], self.threads)
+            outs = [sess.run(None, feed)[0] for feed in feeds]
+            if role == "cls":
+                self._cache[key] = np.concatenate([o.argmax(axis=1) for o in outs]) if outs else np.zeros(0, int)
+            else:
+                decoded = [item for out in outs for item in ctc_decode(out, self.charset)]
+                # Judge the lines a user would see: FP32 readings at or above the pipeline's drop_score.
+                keep = [i for i, (_, score) in enumerate(decoded) if score >= self.ctc.drop_score]
+                self._cache[key] = ([text for text, _ in decoded], keep)
+        return self._cache[key]
+
+    def _evaluate_det(self, fp32, candidate, images) -> Evaluation:
+        views = self._views(images, "evaluation")
+        key = ("reference", "det", str(fp32["det"]), tuple(images))
+        if key not in self._cache:
+            sess = session(fp32["det"], self.threads)
+            self._cache[key] = [self._boxes(fp32["det"], view, sess) for view in views]
+        cand_sess = session(candidate, self.threads)
+        total = BoxMatch()
+        for view, ref_boxes in zip(views, self._cache[key]):
+            total = total + match_boxes(self._boxes(candidate, view, cand_sess), ref_boxes, 0.5)
+        samples = total.tp + total.fn
+        # Nothing to compare (no text found by FP32) proves nothing: refuse rather than accept blind.
+        return Evaluation(METRICS["det"], total.f1, BUDGETS["det"], samples > 0 and total.f1 >= BUDGETS["det"],
+                          samples)
