@@ -150,9 +150,10 @@ def convert(req: ConvertRequest) -> dict[str, Any]:
             reasons.append(f"{choice.label()}: {result.reason}")
             if result.artifact is not None:
                 artifacts.append(result.artifact)
-        selected = 0
-        decision = "; ".join(reasons)
-        req.progress(f"{role}: ships {artifacts[selected].format} {artifacts[selected].precision} ({decision})")
+        selected = 0          # artifacts are in the profile's order of preference; refused ones are absent
+        chosen = artifacts[selected]
+        decision = f"runs {chosen.format} {chosen.precision}. " + "; ".join(reasons)
+        req.progress(f"{role}: {decision}")
         built.append(BuiltModel(source, artifacts, selected, decision))
         outputs[role] = builders.output_names(fp32[role].path)
     manifest = write_bundle(req.out, pipeline=req.name or shape.name, task=task, profile=profile.name,

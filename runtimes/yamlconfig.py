@@ -24,7 +24,7 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
             match = next((v for k, v in node.value if k.value == str(key)), None)
             key_node = next((k for k, v in node.value if k.value == str(key)), None)
             if match is None:
-                break
+                continue    # a pydantic-only level (a union's tag) that has no key in the file
             line, node = key_node.start_mark.line + 1, match
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
             node = node.value[key]
