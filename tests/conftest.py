@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,8 +22,6 @@ from runtimes.errors import EdgeError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
-# The OCR bundle the daemon tests run: a real FP32 PP-OCRv4 bundle. EDGE_OCR_BUNDLE points elsewhere.
-DEFAULT_OCR_BUNDLE = Path("/tmp/devbundle")
 
 
 @pytest.fixture(scope="session")
@@ -32,12 +31,34 @@ def shared_dir() -> Path:
     return SHARED_DIR
 
 
+OCR_CALIBRATION_PREFIXES = ("ocr_", "det_layout", "cls_img")
+
+
+def convert_bundle(out: Path, sources: list[Path], profile: str | Path, calib: Path) -> Path:
+    """The real `edge convert`, in a child process as a user runs it; fails the test with its one-line error."""
+    argv = [sys.executable, "-m", "edge", "convert", *map(str, sources), "--profile", str(profile),
+            "--calib", str(calib), "-o", str(out), "--quiet"]
+    proc = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1500)
+    if proc.returncode != 0:
+        pytest.fail(f"edge convert failed ({proc.returncode}): {proc.stderr[-2000:]}", pytrace=False)
+    return out
+
+
 @pytest.fixture(scope="session")
-def ocr_bundle_dir() -> Path:
-    path = Path(os.environ.get("EDGE_OCR_BUNDLE", DEFAULT_OCR_BUNDLE))
-    if not (path / "manifest.json").is_file():
-        pytest.skip(f"no OCR bundle at {path} (set EDGE_OCR_BUNDLE to a PP-OCR bundle folder)")
-    return path
+def ocr_bundle_dir(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real PP-OCRv4 export converted for x86-vnni (INT8 where it earns it), once per session.
+
+    EDGE_OCR_BUNDLE points at an existing bundle instead (to iterate on the runtime quickly)."""
+    if os.environ.get("EDGE_OCR_BUNDLE"):
+        return Path(os.environ["EDGE_OCR_BUNDLE"])
+    models = shared_dir / "models" / "PP-OCR"
+    sources = [models / "ch_PP-OCRv4_det", models / "ch_ppocr_mobile_v2_cls", models / "ch_PP-OCRv4_rec"]
+    # Calibrate as an OCR user would: on pictures of text (documents, signs, labels), not on street scenes.
+    calib = tmp_path_factory.mktemp("ocr_calib")
+    for image in sorted((shared_dir / "images").glob("*")):
+        if image.name.startswith(OCR_CALIBRATION_PREFIXES):
+            shutil.copyfile(image, calib / image.name)
+    return convert_bundle(tmp_path_factory.mktemp("bundles") / "ppocr", sources, "x86-vnni", calib)
 
 
 # --- a real mosquitto -------------------------------------------------------------------------
@@ -227,3 +248,88 @@ def edge_daemon() -> Iterator[Callable[[list[str]], DaemonProcess]]:
     yield start
     for daemon in started:
         daemon.kill()
+
+
+# --- a locked-down broker: TLS certificates made on the fly --------------------------------------
+
+@dataclass
+class Pki:
+    """PEM files of a throw-away CA, a server certificate for 127.0.0.1 and client certificates."""
+    folder: Path
+    ca: Path
+    server_cert: Path
+    server_key: Path
+
+    def client(self, name: str) -> tuple[Path, Path]:
+        """(certificate, key) for a client called `name`, signed by the CA (made once)."""
+        cert, key = self.folder / f"{name}.crt", self.folder / f"{name}.key"
+        if not cert.exists():
+            _issue(self.folder, name, cert, key, server=False)
+        return cert, key
+
+
+def _issue(folder: Path, name: str, cert_path: Path, key_path: Path, *, server: bool) -> None:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+               .issuer_name(ca_cert.subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=2))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
+                                                     else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+    if server:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+
+
+def make_pki(folder: Path) -> Pki:
+    """A CA and a server certificate (SAN 127.0.0.1, localhost), with the `cryptography` package."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge test CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False),
+                           critical=True)
+            .sign(key, hashes.SHA256()))
+    (folder / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "ca.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))
+    _issue(folder, "127.0.0.1", folder / "server.crt", folder / "server.key", server=True)
+    return Pki(folder, folder / "ca.crt", folder / "server.crt", folder / "server.key")
+
+
+@pytest.fixture(scope="session")
+def broker_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    pytest.importorskip("cryptography", reason="the TLS tests make their certificates with 'cryptography'")
+    return make_pki(tmp_path_factory.mktemp("pki"))

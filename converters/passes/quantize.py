@@ -46,6 +46,7 @@ SCHEMES = {"qdq-u8a-s8w": ("QUInt8", "QInt8", False),   # CPU (x86 and ARM): int
 DEFAULT_SCHEME = "qdq-u8a-s8w"   # signed activations are not fused on x86 (1.1-4.2x slower than FP32)
 CALIBRATION_LIMIT = 16          # inputs; rec on all 58 crop batches: CER 1.5%, on 16: 1.3-1.4%
 LATENCY_FEEDS, LATENCY_ROUNDS = 4, 7
+STALE_STEPS = 2               # doublings of the float set without any gain before giving up
 SEARCH_STEPS = (1, 2, 4, 8, 16, 32)   # nodes kept in float, tried in this order
 RANKING_FEEDS = 2
 # Folded into the producer's output range by the QDQ quantizer: keeping them float only costs time.
@@ -261,13 +262,14 @@ class QuantizePass(Pass):
             return better(passing, key=lambda c: c.evaluation.value)
         base = better(tried, key=lambda c: c.evaluation.value)
         ranking = sqnr_drop_ranking(prepared, base.path, feeds[:RANKING_FEEDS], work)
-        best = base
+        best, stale = base, 0
         for count in SEARCH_STEPS:
-            if count > len(ranking):
-                break
+            if count > len(ranking) or stale >= STALE_STEPS:
+                break       # more float nodes stopped helping: the cause is not a few sensitive nodes
             found = make(base.method, ranking[:count])
             if found.evaluation.passed:
                 return found
+            stale = 0 if better(best.evaluation.value, found.evaluation.value) != best.evaluation.value else stale + 1
             best = better((best, found), key=lambda c: c.evaluation.value)
         return best
 
