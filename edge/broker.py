@@ -3,6 +3,9 @@
 Only ever binds the loopback interface; anonymous access is fine there and nowhere else.
 Persistence is on with a 1 s autosave so a broker that is killed and restarted keeps sessions and
 retained messages, as a real deployment's broker would.
+
+`Lockdown` turns on what a real deployment has: TLS, a password file (made with mosquitto_passwd),
+an ACL file and `use_username_as_clientid`, so each device is confined to its own topics.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtimes.errors import EdgeError
@@ -33,19 +37,58 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def mosquitto_passwd_binary() -> str:
+    found = shutil.which("mosquitto_passwd") or next(
+        (p for p in ("/usr/bin/mosquitto_passwd", "/usr/local/bin/mosquitto_passwd") if Path(p).is_file()), None)
+    if not found:
+        raise EdgeError("mosquitto_passwd is not installed (it comes with the mosquitto package)")
+    return found
+
+
+@dataclass
+class Lockdown:
+    """TLS files (PEM paths), users and their passwords, and the ACL file's text."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    users: dict[str, str] = field(default_factory=dict)
+    acl: str = "pattern readwrite edge/%u/#\n"
+    require_client_cert: bool = False
+
+    def config_lines(self, workdir: Path) -> str:
+        passwords, acl = workdir / "passwords", workdir / "acl"
+        passwords.write_text("", encoding="utf-8")
+        for user, password in self.users.items():
+            subprocess.run([mosquitto_passwd_binary(), "-b", str(passwords), user, password],
+                           check=True, capture_output=True)
+        passwords.chmod(0o600)
+        acl.write_text(self.acl, encoding="utf-8")
+        acl.chmod(0o600)
+        return (f"cafile {self.ca}\ncertfile {self.cert}\nkeyfile {self.key}\n"
+                f"require_certificate {'true' if self.require_client_cert else 'false'}\n"
+                "allow_anonymous false\n"
+                f"password_file {passwords}\n"
+                f"acl_file {acl}\n"
+                "use_username_as_clientid true\n")
+
+
 class LocalBroker:
     """`with LocalBroker() as broker: broker.url` — started on enter, stopped on exit."""
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None, extra_config: str = ""):
+    def __init__(self, workdir: Path | None = None, port: int | None = None, extra_config: str = "",
+                 lockdown: Lockdown | None = None):
         self.host, self.port = "127.0.0.1", port or free_port()
-        self.url = f"mqtt://{self.host}:{self.port}"
+        self.lockdown = lockdown
+        self.url = f"{'mqtts' if lockdown else 'mqtt'}://{self.host}:{self.port}"
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="edge-broker-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "data").mkdir(exist_ok=True)
         self.config, self.log = self.workdir / "mosquitto.conf", self.workdir / "mosquitto.log"
+        access = lockdown.config_lines(self.workdir) if lockdown else "allow_anonymous true\n"
         self.config.write_text(
             f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
+            f"{access}"
             "user root\n"                          # started as root it would switch to 'mosquitto'
             "persistence true\n"
             "autosave_interval 1\n"
@@ -81,6 +124,11 @@ class LocalBroker:
         """SIGSTOP: connections stay open but nothing is read or acknowledged."""
         if self.process:
             self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after freeze(): the broker reads what waited in its sockets and goes on."""
+        if self.process:
+            self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         """SIGTERM: clients lose their connection; mosquitto saves its persistence file first."""

@@ -127,7 +127,8 @@ def run_demo(workdir: Path, progress: Callable[[str], None]) -> int:
         progress(f"mosquitto on {broker.url}; daemon watching {incoming}")
         viewer = watch_messages(broker.url, "edge/demo/#", show)
         daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", str(bundle), "--source", str(incoming),
-                                   "--mqtt", broker.url, "--device-id", "demo"], env=os.environ.copy())
+                                   "--mqtt", broker.url, "--device-id", "demo",
+                                   "--state-dir", str(workdir / "state")], env=os.environ.copy())
         try:
             for path in samples:
                 shutil.copyfile(path, incoming / path.name)

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from converters.metrics import cer
 from runtimes.bundle import Bundle

@@ -1,18 +1,73 @@
-"""`edge run BUNDLE --source DIR --mqtt URL --device-id ID`: the on-device daemon."""
+"""`edge run CONFIG.yaml`, `edge run BUNDLE --source SRC --mqtt URL --device-id ID`: the on-device daemon.
+
+Both forms build the same `DaemonConfig`; `--check` validates it and exits (0, or 2 with one line
+naming file, line and field).
+"""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from runtimes.errors import ConfigError
+
+# Flags that only the short form takes (a config file says all of this itself).
+SHORT_FORM = ("source", "mqtt_url", "device_id", "state_dir", "pipeline", "qos", "poll_interval",
+              "drain_timeout", "metrics_interval", "ha_discovery")
+SHORT_FORM_DEFAULTS = {"qos": 1, "poll_interval": 0.5, "drain_timeout": 10.0, "metrics_interval": 60.0,
+                       "ha_discovery": False}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..daemon.service import add_run_arguments
-
-    parser = sub.add_parser("run", help="run a bundle as a daemon: watch a source, publish results over MQTT")
-    add_run_arguments(parser)
+    parser = sub.add_parser(
+        "run", help="run bundles as a daemon: read sources, publish results over MQTT",
+        description="edge run CONFIG.yaml | edge run BUNDLE --source SRC --mqtt URL --device-id ID [options]")
+    parser.add_argument("target", type=Path, metavar="CONFIG_OR_BUNDLE",
+                        help="a daemon config file (YAML), or a bundle folder for the short form")
+    parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    short = parser.add_argument_group("short form (one pipeline, with BUNDLE)")
+    short.add_argument("--source", help="folder, list:FILE, video file, camera:N, /dev/videoN, rtsp://..., "
+                                        "serial:PORT?camera=N (see docs)")
+    short.add_argument("--mqtt", dest="mqtt_url", help="broker, mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    short.add_argument("--device-id", help="this device's name in topics (and its MQTT client id)")
+    short.add_argument("--state-dir", type=Path, help="spool and ledger (default ~/.local/state/edge/ID)")
+    short.add_argument("--pipeline", help="pipeline name in topics (default: the bundle's)")
+    short.add_argument("--qos", type=int, choices=(0, 1, 2), help="MQTT QoS of results (default 1)")
+    short.add_argument("--poll-interval", type=float, help="seconds between looks at an idle source (0.5)")
+    short.add_argument("--drain-timeout", type=float, help="seconds to wait for the broker's acks when stopping (10)")
+    short.add_argument("--metrics-interval", type=float, help="seconds between metrics messages, 0 for none (60)")
+    short.add_argument("--ha-discovery", action="store_true", default=None,
+                       help="publish Home Assistant discovery configs")
     parser.set_defaults(handler=run_daemon_command)
 
 
-def run_daemon_command(args: argparse.Namespace) -> int:
-    from ..daemon.service import options_from_args, run_daemon
+def config_from_args(args: argparse.Namespace):
+    """The DaemonConfig the arguments describe (either form); ConfigError when they do not fit."""
+    from ..daemon.config import load_daemon_config, short_form_config
 
-    return run_daemon(options_from_args(args))
+    given = [name for name in SHORT_FORM if getattr(args, name) is not None]
+    if args.target.is_dir():
+        missing = [flag for flag, name in (("--source", "source"), ("--mqtt", "mqtt_url"),
+                                           ("--device-id", "device_id")) if getattr(args, name) is None]
+        if missing:
+            raise ConfigError(f"the short form needs {', '.join(missing)} (or give a config file instead of "
+                              f"the bundle folder {args.target})")
+        values = {name: getattr(args, name) for name in given}
+        return short_form_config(bundle=args.target, **{**SHORT_FORM_DEFAULTS, **values})
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-").replace("mqtt-url", "mqtt") for name in given)
+        raise ConfigError(f"{args.target} is a config file; {flags} belong to the short form "
+                          "(put them in the file)")
+    if not args.target.exists():
+        raise ConfigError(f"no config file or bundle folder at {args.target}")
+    return load_daemon_config(args.target)
+
+
+def run_daemon_command(args: argparse.Namespace) -> int:
+    from ..daemon.service import run_daemon
+
+    config = config_from_args(args)
+    if args.check:
+        pipelines = ", ".join(f"{p.name} ({p.source.type})" for p in config.pipelines)
+        print(f"{args.target}: ok: device {config.device_id}, {len(config.pipelines)} pipeline(s): {pipelines}")
+        return 0
+    return run_daemon(config)

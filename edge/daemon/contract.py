@@ -17,12 +17,24 @@ from runtimes.errors import ConfigError
 TOPIC_ROOT = "edge"
 RESULT_SCHEMA = "edge.result/1"
 ERROR_SCHEMA = "edge.error/1"
+EVENT_SCHEMA = "edge.event/1"
+METRICS_SCHEMA = "edge.metrics/1"
+REPLY_SCHEMA = "edge.reply/1"
+STATUS_SCHEMA = "edge.status/1"
 # Where each schema id is described, relative to the repository root (not shipped to devices).
 SCHEMA_FILES = {RESULT_SCHEMA: "docs/schemas/result.schema.json",
-                ERROR_SCHEMA: "docs/schemas/error.schema.json"}
+                ERROR_SCHEMA: "docs/schemas/error.schema.json",
+                EVENT_SCHEMA: "docs/schemas/event.schema.json",
+                METRICS_SCHEMA: "docs/schemas/metrics.schema.json",
+                REPLY_SCHEMA: "docs/schemas/reply.schema.json",
+                STATUS_SCHEMA: "docs/schemas/status.schema.json"}
 
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
+# Device-level topic words: a pipeline with one of these names would put its topics inside them
+# (pipeline "cmd" -> edge/<device>/cmd/results, which is the command topic "results").
+RESERVED_PIPELINE_NAMES = frozenset({"cmd", "status", "metrics"})
+COMMAND_LEVEL = "cmd"
 
 # A topic level must not hold MQTT's separators or wildcards; a conservative charset also keeps
 # device ids usable as file names and in shell scripts.
@@ -38,6 +50,15 @@ def check_topic_segment(value: str, what: str) -> str:
     return value
 
 
+def check_pipeline_name(value: str) -> str:
+    """A topic level that is not one of the device's own topic words."""
+    check_topic_segment(value, "pipeline")
+    if value in RESERVED_PIPELINE_NAMES:
+        raise ConfigError(f"'{value}' cannot name a pipeline: {', '.join(sorted(RESERVED_PIPELINE_NAMES))} "
+                          "are device topics", field="pipeline")
+    return value
+
+
 def status_topic(device: str) -> str:
     return f"{TOPIC_ROOT}/{device}/status"
 
@@ -48,6 +69,41 @@ def results_topic(device: str, pipeline: str) -> str:
 
 def errors_topic(device: str, pipeline: str) -> str:
     return f"{TOPIC_ROOT}/{device}/{pipeline}/errors"
+
+
+def events_topic(device: str, pipeline: str) -> str:
+    return f"{TOPIC_ROOT}/{device}/{pipeline}/events"
+
+
+def metrics_topic(device: str) -> str:
+    return f"{TOPIC_ROOT}/{device}/metrics"
+
+
+def status_info_topic(device: str) -> str:
+    """The retained JSON description; beside (not instead of) the plain online/offline status topic."""
+    return f"{TOPIC_ROOT}/{device}/status/info"
+
+
+def command_topic(device: str, name: str) -> str:
+    return f"{TOPIC_ROOT}/{device}/{COMMAND_LEVEL}/{check_topic_segment(name, 'command')}"
+
+
+def command_filter(device: str) -> str:
+    """What the daemon subscribes to for its commands (one level: replies live one level deeper)."""
+    return f"{TOPIC_ROOT}/{device}/{COMMAND_LEVEL}/+"
+
+
+def reply_topic(device: str, name: str) -> str:
+    return f"{command_topic(device, name)}/reply"
+
+
+def command_name(device: str, topic: str) -> str | None:
+    """`edge/<device>/cmd/<name>` -> name; None for any other topic (replies included)."""
+    prefix = f"{TOPIC_ROOT}/{device}/{COMMAND_LEVEL}/"
+    if not topic.startswith(prefix):
+        return None
+    name = topic[len(prefix):]
+    return name if name and "/" not in name else None
 
 
 def utc_timestamp(when: datetime | None = None) -> str:
@@ -86,6 +142,71 @@ def error_message(*, device: str, pipeline: str, source: str, error: str, seq: i
         message["seq"] = seq
     message.update({"ts": ts or utc_timestamp(), "device": device, "pipeline": pipeline,
                     "source": source, "error": one_line(error)})
+    return message
+
+
+def event_message(*, device: str, pipeline: str, event: dict[str, Any], seq: int | None = None,
+                  source: str | None = None, message_id: str | None = None,
+                  ts: str | None = None) -> dict[str, Any]:
+    """A rule's state change (`edge.event/1`); `event` is what `RuleEngine.update` returned.
+
+    `seq`/`source` name the input that confirmed the change (absent when there was none)."""
+    body = dict(event)
+    when = ts or body.pop("ts", None) or utc_timestamp()
+    body.pop("ts", None)
+    message: dict[str, Any] = {"schema": EVENT_SCHEMA, "id": message_id or new_message_id(), "ts": when,
+                               "device": device, "pipeline": pipeline}
+    if seq is not None:
+        message["seq"] = seq
+    if source is not None:
+        message["source"] = source
+    message.update(body)
+    return message
+
+
+def metrics_message(*, device: str, snapshot: dict[str, Any], message_id: str | None = None,
+                    ts: str | None = None) -> dict[str, Any]:
+    """Every N seconds (`edge.metrics/1`); `snapshot` is `MetricsCollector.snapshot(...)`."""
+    return {"schema": METRICS_SCHEMA, "id": message_id or new_message_id(), "ts": ts or utc_timestamp(),
+            "device": device, **snapshot}
+
+
+def reply_message(*, command: str, ok: bool, result: dict[str, Any] | None = None, error: str | None = None,
+                  request_id: str | None = None, message_id: str | None = None,
+                  ts: str | None = None) -> dict[str, Any]:
+    """The answer to one command (`edge.reply/1`): `result` when ok, else a one-line `error`."""
+    message: dict[str, Any] = {"schema": REPLY_SCHEMA, "id": message_id or new_message_id(),
+                               "ts": ts or utc_timestamp(), "command": command, "ok": ok}
+    if ok:
+        message["result"] = result if result is not None else {}
+    else:
+        message["error"] = one_line(error or "failed")
+    message["request_id"] = request_id
+    return message
+
+
+# What a pipeline entry of the status description may say (name and task are required).
+STATUS_PIPELINE_FIELDS = ("name", "task", "bundle", "models", "source", "paused", "threshold", "rules")
+
+
+def status_description(device: str, version: str, profile: str | None, pipelines: list[dict[str, Any]],
+                       *, started: str | None = None, message_id: str | None = None,
+                       ts: str | None = None) -> dict[str, Any]:
+    """The retained JSON on `status_info_topic(device)` (`edge.status/1`): what this device runs.
+
+    Republish it whenever it changes (pause/resume, a reload, a new threshold)."""
+    entries = []
+    for pipeline in pipelines:
+        unknown = sorted(set(pipeline) - set(STATUS_PIPELINE_FIELDS))
+        if unknown or "name" not in pipeline or "task" not in pipeline:
+            raise ValueError(f"status pipeline entry needs name and task and takes only "
+                             f"{', '.join(STATUS_PIPELINE_FIELDS)}; got {sorted(pipeline)}")
+        entries.append({key: pipeline[key] for key in STATUS_PIPELINE_FIELDS if key in pipeline})
+    message: dict[str, Any] = {"schema": STATUS_SCHEMA, "id": message_id or new_message_id(),
+                               "ts": ts or utc_timestamp(), "device": device, "version": version,
+                               "profile": profile, "pipelines": entries}
+    if started is not None:
+        message["started"] = started
     return message
 
 

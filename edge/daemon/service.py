@@ -1,159 +1,226 @@
-"""The on-device daemon (`edge run`): source -> task pipeline -> MQTT, until SIGTERM or SIGINT.
+"""The on-device daemon (`edge run`): pipelines -> spool -> MQTT, until SIGTERM or SIGINT.
 
-Lifecycle: open the source, the bundle and its task (so `online` means ready to work), connect in
-the background, then take frames one at a time. A frame that cannot be decoded or run becomes a
-message on the errors topic and the daemon goes on. On the first SIGTERM/SIGINT it takes no new
-frames, waits (bounded) for the broker to acknowledge what was published, says `offline` and
-exits 0; a second signal cuts that wait short.
+Lifecycle: open the state folder (spool and ledger), every pipeline's source, bundle and task (so
+`online` means ready to work), connect in the background, start one thread per pipeline, tell
+systemd we are ready. The main thread then drives the MQTT client (acks, replays, commands),
+publishes metrics every `metrics_interval` seconds and pings the systemd watchdog. On the first
+SIGTERM/SIGINT the pipelines take no new input, the daemon waits (bounded) for the broker to
+acknowledge what is spooled, says `offline` and exits 0; a second signal cuts that wait short.
+What was not acknowledged stays in the spool for the next start. A pipeline that dies makes the
+daemon exit 1, so a service manager restarts it.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
 import threading
 import time
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from runtimes import __version__
+from runtimes.errors import EdgeError
 
-from runtimes.bundle import Bundle
-from runtimes.errors import ConfigError, EdgeError
-from runtimes.tasks import load_task
-
-from . import contract
-from .mqtt import MqttPublisher, parse_mqtt_url
-from .sources import Frame, open_source
+from . import contract, ha_discovery, watchdog
+from .commands import CommandError, CommandRouter
+from .config import DaemonConfig
+from .ledger import Ledger
+from .metrics import MetricsCollector
+from .mqtt import MqttPublisher, Outbox
+from .serial_sink import SerialSink
+from .spool import Spool, StateDb
+from .worker import PipelineWorker, save_snapshot
 
 log = logging.getLogger("edge.daemon")
 
-
-class DaemonOptions(BaseModel):
-    """What `edge run` needs. Build it with `DaemonOptions.build(...)` to get ConfigError, not pydantic's."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    bundle: Path
-    source: str                                      # a folder now; camera/stream specs later
-    mqtt_url: str                                    # mqtt://HOST:PORT
-    device_id: str
-    pipeline: str | None = None                      # None: the bundle manifest's `pipeline`
-    qos: Literal[0, 1, 2] = 1
-    poll_interval: float = Field(0.5, gt=0, le=60)   # seconds between looks at an idle source
-    drain_timeout: float = Field(10.0, ge=0)         # seconds to wait for acks when stopping
-    max_pending: int = Field(1000, ge=1)             # unacknowledged messages before the source pauses
-
-    @field_validator("mqtt_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        parse_mqtt_url(value)
-        return value
-
-    @field_validator("device_id")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        return contract.check_topic_segment(value, "device_id")
-
-    @field_validator("pipeline")
-    @classmethod
-    def _pipeline(cls, value: str | None) -> str | None:
-        return value if value is None else contract.check_topic_segment(value, "pipeline")
-
-    @classmethod
-    def build(cls, **values: Any) -> "DaemonOptions":
-        try:
-            return cls(**values)
-        except ValidationError as err:
-            first = err.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(first["msg"], field=field) from None
+WORKER_JOIN_S = 30.0            # a frame in progress when stopping may take this long to finish
 
 
 class Daemon:
-    """One pipeline on one device: owns the source, the task and the publisher."""
+    """One device: its pipelines, the spool and ledger, one MQTT client, metrics and commands.
 
-    def __init__(self, options: DaemonOptions):
-        self.options = options
-        self.source = open_source(options.source, options.poll_interval)
-        bundle = Bundle.open(options.bundle)
-        self.pipeline = contract.check_topic_segment(options.pipeline or bundle.manifest.pipeline, "pipeline")
-        self.task = load_task(bundle)
-        self.device = options.device_id
-        self.results_topic = contract.results_topic(self.device, self.pipeline)
-        self.errors_topic = contract.errors_topic(self.device, self.pipeline)
-        self.publisher = MqttPublisher(options.mqtt_url, f"edge-{self.device}-{self.pipeline}", self.device)
-        self.seq = 0                      # per pipeline: every input taken, result or error
-        self.counts = {"results": 0, "errors": 0}
-        log.info("pipeline '%s' (%s: %s) ready, reading %s", self.pipeline, bundle.manifest.task,
-                 ", ".join(self.task.models), options.source)
+    `outbox` replaces the spool (and turns the ledger off): for measuring what the spool costs."""
 
-    def serve(self, stop: threading.Event) -> None:
-        self.publisher.start()
-        paused = False
-        while not stop.is_set():
-            self.publisher.pump()
-            if len(self.publisher.outbox) >= self.options.max_pending:
-                if not paused:
-                    log.warning("%d messages unacknowledged; pausing the source until the broker catches up",
-                                len(self.publisher.outbox))
-                paused = True
-                stop.wait(self.options.poll_interval)
-                continue
-            if paused:
-                log.info("broker caught up; resuming the source")
-                paused = False
-            frame = self.source.next_frame()
-            if frame is None:
-                stop.wait(self.options.poll_interval)
-            else:
-                self.process(frame)
-
-    def process(self, frame: Frame) -> None:
-        self.seq += 1
+    def __init__(self, config: DaemonConfig, outbox: Outbox | None = None):
+        self.config, self.device = config, config.device_id
+        self.stop_event = threading.Event()
+        self.db: StateDb | None = None
+        self.ledger: Ledger | None = None
+        self.sinks: list[SerialSink] = []
+        self.workers: dict[str, PipelineWorker] = {}
         try:
-            output = self.task(frame.load())
-            message = contract.result_message(
-                device=self.device, pipeline=self.pipeline, models=self.task.models, source=frame.source,
-                seq=self.seq, latency_ms=output.timings.as_dict(), results=output.results)
-            payload = contract.encode_message(message)
-        except EdgeError as err:
-            self.publish_error(frame.source, str(err))
-            return
-        except Exception as err:   # a bug on one input must not take the device down
-            log.exception("seq=%d %s: unexpected failure", self.seq, frame.source)
-            self.publish_error(frame.source, f"internal error: {type(err).__name__}: {err}")
-            return
-        self.publisher.publish(self.results_topic, payload, qos=self.options.qos)
-        self.counts["results"] += 1
-        total = sum(message["latency_ms"].values())
-        log.info("result seq=%d %s: %d item(s) in %.0f ms%s", self.seq, frame.source,
-                 len(output.results), total, self._delivery_note())
+            self._open(outbox)
+        except BaseException:
+            self._release()         # nothing half-open stays behind (the state folder's lock above all)
+            raise
+        self.router = CommandRouter({"pause": self._pause, "resume": self._resume,
+                                     "set_threshold": self._set_threshold, "snapshot": self._snapshot,
+                                     "reload": self._reload}, config.bundles_dir)
+        self.publisher.subscribe(contract.command_filter(self.device), self._command)
+        self.started, self._t0 = contract.utc_timestamp(), time.monotonic()
+        self._announce()
+        self._seen_drops: dict[str, int] = {}
+        self._seen_spool_drops = 0
 
-    def publish_error(self, source: str, error: str) -> None:
-        message = contract.error_message(device=self.device, pipeline=self.pipeline, source=source,
-                                         error=error, seq=self.seq)
-        self.publisher.publish(self.errors_topic, contract.encode_message(message), qos=self.options.qos)
-        self.counts["errors"] += 1
-        log.warning("error seq=%d %s%s", self.seq, message["error"], self._delivery_note())
+    def _open(self, outbox: Outbox | None) -> None:
+        config = self.config
+        if outbox is None:
+            self.db = StateDb(config.state_dir, config.spool.synchronous)
+            outbox = Spool(self.db, config.spool.max_messages, int(config.spool.max_mb * 2**20))
+            self.ledger = Ledger(self.db)
+        self.outbox = outbox
+        self.metrics = MetricsCollector()
+        other_topics = (f"{ha_discovery.PREFIX}/",) if config.ha_discovery else ()
+        self.publisher = MqttPublisher(config.broker, self.device, outbox, other_prefixes=other_topics)
+        if config.sinks.serial is not None:
+            self.sinks.append(SerialSink(config.sinks.serial))
+        for pipeline in config.pipelines:
+            worker = PipelineWorker(pipeline, self.device, self.publisher, self.ledger, self.metrics,
+                                    [sink.write for sink in self.sinks], self.stop_event)
+            self.workers[worker.name] = worker
+            self.metrics.add_pipeline(worker.name)
 
-    def _delivery_note(self) -> str:
-        if self.publisher.connected:
-            return ""
-        return f" (broker away: queued, {len(self.publisher.outbox)} waiting)"
+    def _announce(self) -> None:
+        """The retained description (and discovery configs): sent on every connect, and again on change."""
+        pipelines = [worker.describe() for worker in self.workers.values()]
+        profiles = sorted({w.bundle.manifest.provenance.profile for w in self.workers.values()})
+        description = contract.status_description(self.device, __version__, ", ".join(profiles) or None,
+                                                  pipelines, started=self.started)
+        self.publisher.announce(contract.status_info_topic(self.device), contract.encode_message(description))
+        if self.config.ha_discovery:
+            entries = [{"name": w.name, "task": w.bundle.manifest.task, "rules": w.rules.rules}
+                       for w in self.workers.values()]
+            for topic, payload, retain in ha_discovery.discovery_messages(
+                    self.device, entries, contract.status_topic(self.device)):
+                self.publisher.announce(topic, payload, retain)
 
-    def shutdown(self, abort: threading.Event) -> None:
-        waiting = len(self.publisher.outbox)
+    # --- running ------------------------------------------------------------------------------------
+    def serve(self, stop: threading.Event) -> None:
+        """Until `stop` is set, or every pipeline's source is finished, or a pipeline died."""
+        self.publisher.start()
+        for worker in self.workers.values():
+            worker.start()
+        watchdog.ready(f"{len(self.workers)} pipeline(s)")
+        heartbeat = watchdog.Heartbeat()
+        interval = self.config.metrics_interval
+        next_metrics = time.monotonic() + interval
+        while not stop.is_set():
+            self.publisher.pump(timeout=0.05)
+            heartbeat.beat()
+            if interval and time.monotonic() >= next_metrics:
+                next_metrics = time.monotonic() + interval
+                self.publish_metrics()
+            if self.failed or all(w.finished for w in self.workers.values()):
+                break
+        self.stop_event.set()
+
+    @property
+    def failed(self) -> list[str]:
+        return [f"{w.name}: {w.failure}" for w in self.workers.values() if w.failure]
+
+    def publish_metrics(self) -> None:
+        for name, worker in self.workers.items():
+            drops = worker.source.dropped
+            if drops > self._seen_drops.get(name, 0):
+                self.metrics.count("dropped_frames", drops - self._seen_drops.get(name, 0), pipeline=name)
+                self._seen_drops[name] = drops
+        if self.outbox.dropped > self._seen_spool_drops:
+            self.metrics.count("spool_dropped", self.outbox.dropped - self._seen_spool_drops)
+            self._seen_spool_drops = self.outbox.dropped
+        extra = {"spool_depth": len(self.outbox), "unacked": self.publisher.inflight,
+                 "connected": self.publisher.connected, "uptime_s": round(time.monotonic() - self._t0, 1)}
+        if isinstance(self.outbox, Spool):
+            extra["spool_capacity"] = self.outbox.max_messages
+        message = contract.metrics_message(device=self.device, snapshot=self.metrics.snapshot(extra))
+        self.publisher.send_now(contract.metrics_topic(self.device), contract.encode_message(message), qos=0)
+
+    def shutdown(self, abort: threading.Event) -> int:
+        """Stop the pipelines, wait (bounded) for acks, say offline; 0, or 1 if a pipeline had died."""
+        watchdog.stopping()
+        failed = self.failed
+        self.stop_event.set()
+        for worker in self.workers.values():
+            if not worker.join(WORKER_JOIN_S):
+                log.warning("pipeline '%s' did not finish its frame within %.0f s", worker.name, WORKER_JOIN_S)
+        waiting = len(self.outbox)
         if waiting:
             log.info("waiting up to %.0f s for the broker to acknowledge %d message(s)",
-                     self.options.drain_timeout, waiting)
-        left = self.publisher.drain(self.options.drain_timeout, cancel=abort)
+                     self.config.drain_timeout, waiting)
+        left = self.publisher.drain(self.config.drain_timeout, cancel=abort)
         self.publisher.stop()
-        self.source.close()
         if left:
-            log.warning("%d message(s) were never acknowledged by the broker and are lost", left)
-        log.info("stopped: %d result(s), %d error(s)", self.counts["results"], self.counts["errors"])
+            kept = "kept in the spool for the next start" if self.db else "lost"
+            log.warning("%d message(s) were never acknowledged by the broker and are %s", left, kept)
+        self._release()
+        totals = {k: sum(w.counts[k] for w in self.workers.values()) for k in ("results", "errors", "skipped")}
+        log.info("stopped: %d result(s), %d error(s), %d input(s) skipped as processed before",
+                 totals["results"], totals["errors"], totals["skipped"])
+        for problem in failed:
+            log.error("pipeline %s", problem)
+        return 1 if failed else 0
+
+    def _release(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+        for worker in self.workers.values():
+            if not worker.alive:
+                worker.source.close()
+        if self.db is not None:
+            self.db.close()
+
+    # --- commands (main thread) -----------------------------------------------------------------------
+    def _command(self, topic: str, payload: bytes) -> None:
+        answer = self.router.handle_message(self.device, topic, payload)
+        if answer is not None:
+            reply_topic, reply = answer
+            self.publisher.send_now(reply_topic, contract.encode_message(reply), qos=1)
+
+    def _worker(self, name: str) -> PipelineWorker:
+        if name not in self.workers:
+            raise CommandError(f"no pipeline '{name}' on this device (it runs: {', '.join(self.workers)})")
+        return self.workers[name]
+
+    def _chosen(self, arguments: dict[str, Any]) -> list[PipelineWorker]:
+        name = arguments.get("pipeline")
+        return list(self.workers.values()) if name is None else [self._worker(name)]
+
+    def _pause(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        return self._set_paused(arguments, True)
+
+    def _resume(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        return self._set_paused(arguments, False)
+
+    def _set_paused(self, arguments: dict[str, Any], paused: bool) -> dict[str, Any]:
+        chosen = self._chosen(arguments)
+        for worker in chosen:
+            worker.paused = paused
+            log.info("pipeline '%s' %s", worker.name, "paused" if paused else "resumed")
+        self._announce()
+        return {"pipelines": [w.name for w in chosen], "paused": paused}
+
+    def _set_threshold(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        worker = self._worker(arguments["pipeline"])
+        worker.set_threshold(arguments["value"])
+        self._announce()
+        return {"pipeline": worker.name, "threshold": worker.threshold}
+
+    def _snapshot(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        worker = self._worker(arguments["pipeline"])
+        image = worker.snapshot()
+        if image is None:
+            raise CommandError(f"pipeline '{worker.name}' has no frame yet")
+        name = save_snapshot(image, self.config.state_dir / "snapshots", worker.name)
+        height, width = image.shape[:2]
+        return {"pipeline": worker.name, "file": name, "width": width, "height": height}
+
+    def _reload(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        worker = self._worker(arguments["pipeline"])
+        try:
+            worker.reload(arguments.get("bundle_path"))
+        except EdgeError as err:
+            raise CommandError(f"reload failed, still running the previous bundle: {err}") from None
+        self._announce()
+        return {"pipeline": worker.name, "bundle": worker.bundle.root.name, "models": list(worker.task.models)}
 
 
 class StopSignals:
@@ -187,33 +254,16 @@ def setup_logging(verbose: bool = False) -> None:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def run_daemon(options: DaemonOptions, stop: threading.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or `stop` is set); 0 after a clean stop. Startup problems raise EdgeError."""
+def run_daemon(config: DaemonConfig, stop: threading.Event | None = None, outbox: Outbox | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or `stop` is set, or every source finished); 0 after a clean stop.
+
+    Startup problems raise EdgeError."""
     setup_logging()
     with StopSignals(stop) as signals:
-        daemon = Daemon(options)
+        daemon = Daemon(config, outbox)
         started = time.monotonic()
         daemon.serve(signals.stop)
-        log.info("stopping on %s after %.0f s", ", ".join(signals.received) or "request",
-                 time.monotonic() - started)
-        daemon.shutdown(signals.abort)
-    return 0
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of `edge run` (shared by the CLI and `python -m edge.daemon`)."""
-    parser.add_argument("bundle", type=Path, help="bundle folder (made by 'edge convert')")
-    parser.add_argument("--source", required=True, help="folder to watch for images")
-    parser.add_argument("--mqtt", required=True, dest="mqtt_url", help="broker, mqtt://HOST:PORT")
-    parser.add_argument("--device-id", required=True, help="this device's name in topics")
-    parser.add_argument("--pipeline", help="pipeline name in topics (default: the bundle's)")
-    parser.add_argument("--qos", type=int, choices=(0, 1, 2), default=1, help="MQTT QoS (default 1)")
-    parser.add_argument("--poll-interval", type=float, default=0.5, help="seconds between folder scans")
-    parser.add_argument("--drain-timeout", type=float, default=10.0,
-                        help="seconds to wait for the broker's acks when stopping")
-
-
-def options_from_args(args: argparse.Namespace) -> DaemonOptions:
-    return DaemonOptions.build(bundle=args.bundle, source=args.source, mqtt_url=args.mqtt_url,
-                               device_id=args.device_id, pipeline=args.pipeline, qos=args.qos,
-                               poll_interval=args.poll_interval, drain_timeout=args.drain_timeout)
+        reason = ", ".join(signals.received) or ("a failed pipeline" if daemon.failed else
+                                                 "sources finished" if not signals.stop.is_set() else "request")
+        log.info("stopping on %s after %.0f s", reason, time.monotonic() - started)
+        return daemon.shutdown(signals.abort)

@@ -1,147 +1,126 @@
-"""Where the daemon's images come from. One class per kind of source, chosen through `SOURCES`.
+"""Where the daemon's images come from: one class per kind of source, chosen through `SOURCES`.
 
-A source hands out `Frame`s without blocking; the daemon asks again after its poll interval when
-there is nothing. Video files, cameras, RTSP streams and serial triggers join as more classes in
-the table, each saying which source specs it accepts (a URL scheme, a device path, ...).
+A source is given either as a short string (`--source`, or `source:` in the config) or as a mapping
+with a `type` (the config's long form, validated by `SourceConfig`).
+
+String form, first rule that matches:
+
+    rtsp://... rtsps://... http://... https://...   stream (the URL as is; options only in the long form)
+    KIND:TARGET[?KEY=VALUE&...]                      KIND one of folder, list, video, camera, serial;
+                                                     KEYs are the long form's fields
+    /dev/videoN                                      camera
+    PATH ending .mp4 .avi .mkv .mov .webm ...        video
+    anything else                                    folder
+
+    folder:/data/in?settle_s=2        list:/data/batch.txt   (one path a line, or a .yaml list)
+    video:/data/clip.mp4?every=5      /data/clip.mkv         video:/data/clip.mp4?fps=2
+    camera:0?width=1280&height=720    camera:/dev/v4l/by-id/usb-cam-video-index0
+    serial:/dev/ttyUSB0?baud=115200&camera=0&trigger=SNAP
+        (the grab source: camera=, folder=, list=, video=, stream=URL, or grab=SPEC;
+         use the long form for a URL with & in it)
+
+Long form (YAML), one `type` each; every field of the string form's query is a field here:
+
+    {type: folder, path: /data/in, settle_s: 1}
+    {type: list, file: batch.txt}  or  {type: list, paths: [a.jpg, b.jpg]}
+    {type: video, path: clip.mp4, every: 5}  or  {..., fps: 2}
+    {type: camera, device: 0, width: 1280, height: 720, fps: 15, fourcc: MJPG}
+    {type: stream, url: "rtsp://user:pw@cam/ch1", open_timeout_s: 10, read_timeout_s: 10,
+     retry_initial_s: 0.5, retry_max_s: 30}
+    {type: serial, port: /dev/ttyUSB0, baud: 115200, trigger: SNAP, max_age_s: 2, grab: {type: camera, device: 0}}
+
+Folder, list and video hand out every input in order; camera, stream and serial are live: newest
+frame only, the rest counted in `dropped` (see sources_base.LatestFrameSlot).
 """
 from __future__ import annotations
 
-import logging
-import os
-import time
-from abc import ABC, abstractmethod
-from collections import deque
-from dataclasses import dataclass
+import re
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Any, Union
+from urllib.parse import parse_qsl
 
-import numpy as np
+from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, ValidationError
 
-from runtimes.errors import ConfigError
-from runtimes.image import IMAGE_SUFFIXES, read_image
+from .sources_base import Frame, LiveSource, Source, SourceError
+from .sources_files import VIDEO_SUFFIXES, FolderConfig, FolderSource, ListConfig, ListSource, VideoConfig, \
+    VideoFileSource
+from .sources_live import STREAM_SCHEMES, CameraConfig, CameraSource, StreamConfig, StreamSource, redact_url
+from .sources_serial import SerialTriggerConfig, SerialTriggerSource
 
-log = logging.getLogger("edge.daemon.sources")
+__all__ = ["Frame", "Source", "LiveSource", "SourceError", "SourceConfig", "SourceField", "SOURCES",
+           "FolderSource", "ListSource", "VideoFileSource", "CameraSource", "StreamSource", "SerialTriggerSource",
+           "open_source", "parse_source_spec", "source_config", "spec_fields"]
 
-# An empty file is usually one whose writer has not started writing yet: give it longer.
-EMPTY_FILE_GRACE_S = 5.0
+SOURCES: dict[str, type[Source]] = {cls.kind: cls for cls in (
+    FolderSource, ListSource, VideoFileSource, CameraSource, StreamSource, SerialTriggerSource)}
 
-
-@dataclass
-class Frame:
-    source: str                          # what result and error messages name as their source
-    load: Callable[[], np.ndarray]       # -> BGR image; raises ImageError if it cannot be decoded
-
-
-class Source(ABC):
-    kind: str = ""
-
-    @abstractmethod
-    def __init__(self, spec: str, poll_interval: float):
-        """Open the source `spec` names; raise ConfigError (one line) if it cannot be used."""
-
-    @classmethod
-    @abstractmethod
-    def accepts(cls, spec: str) -> bool:
-        """Whether `spec` (the --source value) names a source of this kind."""
-
-    @abstractmethod
-    def next_frame(self) -> Frame | None:
-        """The next frame if one is ready now, else None. Never blocks for long."""
-
-    def close(self) -> None:
-        """Release whatever the source holds (a camera, a stream)."""
+SourceConfig = Annotated[Union[FolderConfig, ListConfig, VideoConfig, CameraConfig, StreamConfig,
+                               SerialTriggerConfig], Field(discriminator="type")]
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(SourceConfig)
 
 
-class FolderSource(Source):
-    """Image files in one folder: those already there by name, then new ones as they appear.
-
-    A file is taken once its size and modification time have not changed for `settle_s` seconds,
-    so a file still being copied in is not read half-written. Each file name is taken once; a name
-    that disappears and comes back is a new file. Hidden files (a writer's temporary `.name`)
-    and names without an image suffix are left alone.
-    """
-
-    kind = "folder"
-
-    def __init__(self, spec: str, poll_interval: float = 0.5):
-        self.root = Path(spec).expanduser()
-        if not self.root.is_dir():
-            what = "is not a folder" if self.root.exists() else "does not exist"
-            raise ConfigError(f"folder {self.root} {what}", field="source")
-        self.settle_s = poll_interval       # one poll with no change: the writer is done
-        self._taken: set[str] = set()
-        self._settling: dict[str, tuple[tuple[int, int], float]] = {}   # name -> (size, mtime), since
-        self._ready: deque[Path] = deque()
-        self._missing = False
-
-    @classmethod
-    def accepts(cls, spec: str) -> bool:
-        return "://" not in spec
-
-    def next_frame(self) -> Frame | None:
-        if not self._ready:
-            self._scan()
-        if not self._ready:
-            return None
-        path = self._ready.popleft()
-        return Frame(source=str(path), load=lambda: read_image(path))
-
-    def _scan(self) -> None:
-        present = self._image_files()
-        if present is None:
-            return
-        now = time.monotonic()
-        ready = []
-        for name, signature in present.items():
-            if name in self._taken:
-                continue
-            previous = self._settling.get(name)
-            if previous is None or previous[0] != signature:
-                self._settling[name] = (signature, now)
-                continue
-            wait = self.settle_s if signature[0] > 0 else max(self.settle_s, EMPTY_FILE_GRACE_S)
-            if now - previous[1] >= wait:
-                ready.append(name)
-        for name in sorted(ready):
-            del self._settling[name]
-            self._taken.add(name)
-            self._ready.append(self.root / name)
-        # Forget names that left the folder, so a file added again under the same name is new.
-        self._taken.intersection_update(present)
-        self._settling = {n: s for n, s in self._settling.items() if n in present}
-
-    def _image_files(self) -> dict[str, tuple[int, int]] | None:
-        """name -> (size, mtime_ns) of the image files now in the folder; None if it is gone."""
-        try:
-            entries = list(os.scandir(self.root))
-        except OSError as err:
-            if not self._missing:
-                log.warning("source folder %s is unreadable (%s); waiting for it", self.root, err.strerror)
-            self._missing = True
-            return None
-        if self._missing:
-            log.info("source folder %s is back", self.root)
-            self._missing = False
-        files = {}
-        for entry in entries:
-            if entry.name.startswith(".") or Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                if entry.is_file():
-                    stat = entry.stat()
-                    files[entry.name] = (stat.st_size, stat.st_mtime_ns)
-            except OSError:
-                continue    # removed between listing and stat
-        return files
+def spec_fields(spec: str) -> dict[str, Any]:
+    """The string form -> the long form's fields, not yet validated (SourceError if it names no kind)."""
+    text = spec.strip()
+    if not text:
+        raise SourceError("empty source")
+    url_scheme = _URL_SCHEME.match(text)
+    if url_scheme:
+        if url_scheme.group(1).lower() in STREAM_SCHEMES:
+            return {"type": "stream", "url": text}
+        raise SourceError(f"'{redact_url(text)}' is not a source this edge can read "
+                          f"(streams: {', '.join(s + '://' for s in STREAM_SCHEMES)}; kinds: {', '.join(SOURCES)})")
+    kind, has_kind, rest = text.partition(":")
+    if has_kind and kind in SOURCES and kind != "stream":
+        model = SOURCES[kind].config_model
+        target, _, query = rest.partition("?")
+        if not target:
+            raise SourceError(f"'{text}' names no {model.target_field} after '{kind}:'")
+        options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False)) if query else {}
+        return {"type": kind, model.target_field: target, **model.expand_options(options)}
+    if text.startswith("/dev/video"):
+        return {"type": "camera", "device": text}
+    if Path(text).suffix.lower() in VIDEO_SUFFIXES:
+        return {"type": "video", "path": text}
+    return {"type": "folder", "path": text}
 
 
-SOURCES: dict[str, type[Source]] = {cls.kind: cls for cls in (FolderSource,)}
+def source_config(value: str | dict[str, Any] | BaseModel) -> Any:
+    """A validated SourceConfig from the string form, the long form, or a config already made."""
+    if isinstance(value, BaseModel):
+        return value
+    fields = spec_fields(value) if isinstance(value, str) else value
+    try:
+        return _ADAPTER.validate_python(fields)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = [str(part) for part in first["loc"]]
+        if loc and loc[0] in SOURCES:          # the union's tag, not a field
+            loc = loc[1:]
+        raise SourceError(first["msg"].removeprefix("Value error, "),
+                          field=".".join(["source", *loc])) from None
 
 
-def open_source(spec: str, poll_interval: float) -> Source:
-    """The source that `spec` names; the first class in SOURCES that accepts it."""
-    for cls in SOURCES.values():
-        if cls.accepts(spec):
-            return cls(spec, poll_interval)
-    raise ConfigError(f"'{spec}' is not a source this edge can read (it reads: {', '.join(SOURCES)})",
-                      field="source")
+def parse_source_spec(spec: str) -> Any:
+    """The string form -> a validated SourceConfig (SourceError naming the field if it is wrong)."""
+    return source_config(spec)
+
+
+def _string_form(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return spec_fields(value)
+    except SourceError as err:
+        raise ValueError(str(err).removeprefix("source: ")) from None
+
+
+# For a config model that embeds a source: takes the string form or the long form, validates either.
+SourceField = Annotated[SourceConfig, BeforeValidator(_string_form)]
+
+
+def open_source(spec: str | dict[str, Any] | BaseModel, poll_interval: float = 0.5) -> Source:
+    """The source `spec` names (any form), opened; SourceError (a ConfigError) if it cannot be used."""
+    config = source_config(spec)
+    return SOURCES[config.type](config, poll_interval)

@@ -1,7 +1,10 @@
-"""The daemon end to end: a real OCR bundle, real images in a watched folder, a real mosquitto."""
+"""The daemon end to end: a real OCR bundle, real images in watched folders, a real mosquitto; the whole
+contract (results, errors, events, metrics, status, commands, discovery) and a serial sink through a pty."""
 from __future__ import annotations
 
 import json
+import os
+import select
 import shutil
 import time
 from pathlib import Path
@@ -11,7 +14,6 @@ import numpy as np
 import pytest
 
 from edge.daemon import contract
-from edge.daemon.service import DaemonOptions
 from edge.daemon.sources import FolderSource, open_source
 from runtimes.errors import ConfigError, ImageError
 from runtimes.image import read_image
@@ -42,7 +44,7 @@ def test_daemon_reads_folder_publishes_results_and_errors_and_stops_cleanly(
     sub = mqtt_subscriber(mqtt_broker, [f"edge/{DEVICE}/#"])
 
     daemon = edge_daemon([str(ocr_bundle_dir), "--source", str(folder), "--mqtt", mqtt_broker.url,
-                          "--device-id", DEVICE, "--poll-interval", "0.2"])
+                          "--device-id", DEVICE, "--poll-interval", "0.2", "--state-dir", str(tmp_path / "state")])
     got = [m.json() for m in sub.wait_for(results, len(FIRST_IMAGES), timeout=45)]
 
     result_schema = validator(contract.RESULT_SCHEMA)
@@ -89,28 +91,173 @@ def test_daemon_reads_folder_publishes_results_and_errors_and_stops_cleanly(
 
 def test_daemon_refuses_bad_options_in_one_line(tmp_path, ocr_bundle_dir, edge_daemon):
     daemon = edge_daemon([str(ocr_bundle_dir), "--source", str(tmp_path / "missing"), "--mqtt",
-                          "mqtt://127.0.0.1:1", "--device-id", "cam-01"])
+                          "mqtt://127.0.0.1:1", "--device-id", "cam-01", "--state-dir", str(tmp_path / "state")])
     assert daemon.process.wait(timeout=30) == 2      # the CLI's exit code for a user error
     daemon.wait_log(r"^edge run: error: source: folder .*missing does not exist$")
     assert "Traceback" not in daemon.log
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"mqtt_url": "http://broker:1883"}, "mqtt"),
-    ({"mqtt_url": "mqtt://broker:99999"}, "mqtt"),
-    ({"device_id": "cam/01"}, "device_id"),
-    ({"device_id": "+"}, "device_id"),
-    ({"pipeline": "ocr#1"}, "pipeline"),
-    ({"qos": 3}, "qos"),
-    ({"colour": "red"}, "colour"),
-])
-def test_daemon_options_name_the_wrong_field(tmp_path, change, field):
-    values = {"bundle": tmp_path, "source": str(tmp_path), "mqtt_url": "mqtt://127.0.0.1:1883",
-              "device_id": "cam-01", **change}
-    with pytest.raises(ConfigError) as err:
-        DaemonOptions.build(**values)
-    assert err.value.field == field
-    assert "\n" not in str(err.value)
+def test_a_list_source_is_read_once_and_the_daemon_then_ends_by_itself(
+        tmp_path, shared_dir, ocr_bundle_dir, mqtt_broker, mqtt_subscriber, edge_daemon):
+    listing = tmp_path / "batch.txt"
+    listing.write_text("\n".join(str(shared_dir / "images" / name) for name in FIRST_IMAGES[:2]) + "\n")
+    topic = contract.results_topic(DEVICE, "batch")
+    sub = mqtt_subscriber(mqtt_broker, [topic])
+    daemon = edge_daemon([str(ocr_bundle_dir), "--source", f"list:{listing}", "--mqtt", mqtt_broker.url,
+                          "--device-id", DEVICE, "--pipeline", "batch", "--state-dir", str(tmp_path / "state")])
+    assert daemon.process.wait(timeout=60) == 0, daemon.log
+    daemon.wait_log(r"stopping on sources finished")
+    got = [m.json() for m in sub.wait_for(topic, 2)]
+    assert [Path(m["source"]).name for m in got] == list(FIRST_IMAGES[:2])
+    assert "Traceback" not in daemon.log
+
+
+class PtyReader:
+    """The device end of a pseudo-terminal: `port` is what the daemon opens, `lines()` what it wrote."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = os.openpty()     # the slave stays open here too, so reads never see EIO
+        self.port = os.ttyname(self.slave)
+        self.data = bytearray()
+
+    def lines(self) -> list[str]:
+        while select.select([self.master], [], [], 0)[0]:
+            self.data += os.read(self.master, 65536)
+        *complete, _partial = self.data.decode("utf-8").split("\n")
+        return [line.rstrip("\r") for line in complete]
+
+    def wait_lines(self, count: int, timeout: float = 30.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while len(self.lines()) < count and time.monotonic() < deadline:
+            select.select([self.master], [], [], 0.2)
+        return self.lines()
+
+    def close(self) -> None:
+        os.close(self.master)
+        os.close(self.slave)
+
+
+def test_two_pipelines_with_threshold_rules_metrics_status_commands_discovery_and_serial(
+        tmp_path, shared_dir, ocr_bundle_dir, mqtt_broker, mqtt_subscriber, edge_daemon):
+    device, images = "cam-09", shared_dir / "images"
+    folders = {name: tmp_path / name for name in ("words", "strict")}
+    for folder in folders.values():
+        folder.mkdir()
+        shutil.copy(images / "ocr_word_en_10.png", folder / "a.png")     # reads PAIN
+        shutil.copy(images / "ocr_en_img623.jpg", folder / "b.jpg")      # several lines, no PAIN
+    state, serial = tmp_path / "state", PtyReader()
+    config = tmp_path / "edge.yaml"
+    config.write_text(f"""\
+device_id: {device}
+broker: {{url: "{mqtt_broker.url}"}}
+state_dir: {state}
+bundles_dir: {tmp_path / "bundles"}
+metrics_interval: 1
+ha_discovery: true
+pipelines:
+  - name: words
+    bundle: {ocr_bundle_dir}
+    source: {folders["words"]}
+    poll_interval: 0.2
+    rules: [{{type: presence, name: pain, label: PAIN}}]
+  - {{name: strict, bundle: {ocr_bundle_dir}, source: {folders["strict"]}, poll_interval: 0.2, threshold: 0.95}}
+sinks:
+  serial: {{port: {serial.port}}}
+""", encoding="utf-8")
+    sub = mqtt_subscriber(mqtt_broker, [f"edge/{device}/#", "homeassistant/#"])
+    daemon = edge_daemon([str(config)])
+    try:
+        words = {Path(m.json()["source"]).name: m.json()
+                 for m in sub.wait_for(contract.results_topic(device, "words"), 2, timeout=60)}
+        strict = {Path(m.json()["source"]).name: m.json()
+                  for m in sub.wait_for(contract.results_topic(device, "strict"), 2, timeout=60)}
+        for message in [*words.values(), *strict.values()]:
+            validator(contract.RESULT_SCHEMA).validate(message)
+        # Same bundle, same images: the strict pipeline keeps exactly the lines scoring 0.95 or more.
+        for name in ("a.png", "b.jpg"):
+            assert strict[name]["results"] == [line for line in words[name]["results"] if line["score"] >= 0.95]
+
+        # The presence rule: PAIN appears with a.png and disappears with b.jpg.
+        events = [m.json() for m in sub.wait_for(contract.events_topic(device, "words"), 2)]
+        for event in events:
+            validator(contract.EVENT_SCHEMA).validate(event)
+        assert [(e["rule"], e["change"], Path(e["source"]).name) for e in sorted(events, key=lambda e: e["seq"])] \
+            == [("pain", "appeared", "a.png"), ("pain", "disappeared", "b.jpg")]
+
+        check_status_metrics_and_discovery(sub, mqtt_broker, device)
+        check_commands(sub, device, state, folders["words"], images, words["b.jpg"]["results"])
+
+        # Every result also went out on the serial port, as one compact JSON line.
+        results = [m.json() for m in sub.on(contract.results_topic(device, "words"))
+                   + sub.on(contract.results_topic(device, "strict"))]
+        lines = [json.loads(line) for line in serial.wait_lines(len(results))]
+        assert sorted(line["id"] for line in lines) == sorted(r["id"] for r in results)
+        assert daemon.terminate() == 0, daemon.log
+        assert "Traceback" not in daemon.log
+    finally:
+        serial.close()
+
+
+def check_status_metrics_and_discovery(sub, broker, device: str) -> None:
+    info = broker.retained(contract.status_info_topic(device))
+    validator(contract.STATUS_SCHEMA).validate(info.json())
+    assert [(p["name"], p["task"], p["threshold"]) for p in info.json()["pipelines"]] == \
+        [("words", "ocr", None), ("strict", "ocr", 0.95)]
+    topic = contract.metrics_topic(device)
+    seen = len(sub.on(topic))
+    metrics = [m.json() for m in sub.wait_for(topic, seen + 2, timeout=20)]
+    for message in metrics:
+        validator(contract.METRICS_SCHEMA).validate(message)
+    assert set(metrics[-1]["pipelines"]) == {"words", "strict"}
+    assert metrics[-1]["connected"] is True and metrics[-1]["spool_depth"] >= 0
+    assert sum(m["pipelines"]["words"]["frames"] for m in metrics) >= 0
+    discovery = [m for m in sub.messages if m.topic.startswith("homeassistant/")]
+    assert discovery and all(m.retain or m.json() for m in discovery)
+    configs = {m.topic: m.json() for m in discovery}
+    assert f"homeassistant/binary_sensor/{device}/words_rule_pain/config" in configs
+    assert {c["availability_topic"] for c in configs.values()} == {contract.status_topic(device)}
+
+
+def command(sub, device: str, name: str, payload: str | bytes) -> dict:
+    """Publish a command and return its reply (validated against the reply schema)."""
+    reply_topic = contract.reply_topic(device, name)
+    seen = len(sub.on(reply_topic))
+    sub.client.publish(contract.command_topic(device, name), payload, qos=1)
+    reply = sub.wait_for(reply_topic, seen + 1, timeout=30)[-1].json()
+    validator(contract.REPLY_SCHEMA).validate(reply)
+    return reply
+
+
+def check_commands(sub, device: str, state: Path, words_folder: Path, images: Path, b_lines: list[dict]) -> None:
+    # A threshold between the lowest and the highest score b.jpg got, so it must leave some lines out.
+    scores = sorted(line["score"] for line in b_lines)
+    assert scores[0] < scores[-1], b_lines
+    value = round((scores[0] + scores[-1]) / 2, 4)
+    assert command(sub, device, "set_threshold", json.dumps({"pipeline": "words", "value": value,
+                                                             "request_id": "t1"}))["result"] \
+        == {"pipeline": "words", "threshold": value}
+    assert command(sub, device, "pause", '{"pipeline": "words"}')["ok"]
+    snapshot = command(sub, device, "snapshot", '{"pipeline": "strict"}')
+    assert snapshot["ok"] and (state / "snapshots" / snapshot["result"]["file"]).is_file()
+    assert command(sub, device, "reload", '{"pipeline": "strict"}')["ok"]
+    refused = {
+        "reload": '{"pipeline": "strict", "bundle": "missing"}',
+        "self_destruct": "{}",
+        "pause": "rm -rf /",
+        "set_threshold": '{"pipeline": "nowhere", "value": 0.5}',
+    }
+    for name, payload in refused.items():
+        reply = command(sub, device, name, payload)
+        assert not reply["ok"] and reply["error"], reply
+    info = sub.wait_for(contract.status_info_topic(device), 1)[-1].json()
+    assert info["pipelines"][0]["paused"] is True and info["pipelines"][0]["threshold"] == value
+
+    assert command(sub, device, "resume", "")["result"]["paused"] is False
+    shutil.copy(images / "ocr_en_img623.jpg", words_folder / "c.jpg")      # b.jpg again, under the new threshold
+    results = contract.results_topic(device, "words")
+    after = next(m.json() for m in sub.wait_for(results, 3, timeout=45) if m.json()["source"].endswith("c.jpg"))
+    assert after["results"] == [line for line in b_lines if line["score"] >= value]
+    assert 0 < len(after["results"]) < len(b_lines)
 
 
 def test_folder_source_takes_backlog_in_name_order_then_new_files_once(tmp_path, shared_dir):
@@ -157,7 +304,7 @@ def test_folder_source_refuses_a_missing_folder(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         open_source(str(tmp_path / "nope"), poll_interval=0.5)
     with pytest.raises(ConfigError, match="not a source this edge can read"):
-        open_source("rtsp://camera/stream", poll_interval=0.5)
+        open_source("ftp://camera/stream", poll_interval=0.5)
 
 
 def drain(source, settle: float, looks: int = 4) -> list:

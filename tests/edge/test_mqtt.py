@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 
 from edge.daemon import contract
+from edge.daemon.config import BrokerConfig
 from edge.daemon.mqtt import MqttPublisher, parse_mqtt_url
-from runtimes.errors import ConfigError
+from edge.daemon.outbox import MemoryOutbox
+from edge.daemon.spool import Spool, StateDb
+from runtimes.errors import ConfigError, EdgeError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEVICE = "cam-02"
@@ -30,9 +33,9 @@ def message_id(received) -> str:
     return received.json()["id"]
 
 
-def daemon_args(bundle: Path, folder: Path, broker, *extra: str) -> list[str]:
+def daemon_args(bundle: Path, folder: Path, broker, state: Path, *extra: str) -> list[str]:
     return [str(bundle), "--source", str(folder), "--mqtt", broker.url, "--device-id", DEVICE,
-            "--poll-interval", "0.2", *extra]
+            "--state-dir", str(state), "--poll-interval", "0.2", *extra]
 
 
 def test_results_made_while_the_broker_is_away_all_arrive_after_it_returns(
@@ -43,7 +46,7 @@ def test_results_made_while_the_broker_is_away_all_arrive_after_it_returns(
     topic = contract.results_topic(DEVICE, pipeline_of(ocr_bundle_dir))
     # A persistent session: the broker keeps what arrives for it while it is reconnecting.
     sub = mqtt_subscriber(mqtt_broker, [topic], persistent=True)
-    daemon = edge_daemon(daemon_args(ocr_bundle_dir, folder, mqtt_broker))
+    daemon = edge_daemon(daemon_args(ocr_bundle_dir, folder, mqtt_broker, tmp_path / "state"))
     sub.wait_for(topic, 1, timeout=45)
 
     mqtt_broker.stop()
@@ -62,11 +65,13 @@ def test_results_made_while_the_broker_is_away_all_arrive_after_it_returns(
     assert {message_id(m) for m in sub.on(topic)} == set(by_id)
 
 
-def test_publisher_keeps_messages_until_the_broker_acknowledges_them(mqtt_broker, mqtt_subscriber):
+@pytest.mark.parametrize("store", ["memory", "spool"])
+def test_publisher_keeps_messages_until_the_broker_acknowledges_them(store, tmp_path, mqtt_broker, mqtt_subscriber):
     topic = "edge/outbox-test/p/results"
     sub = mqtt_subscriber(mqtt_broker, [topic], persistent=True)
     mqtt_broker.stop()
-    publisher = MqttPublisher(mqtt_broker.url, "edge-outbox-test", "outbox-test")
+    outbox = MemoryOutbox() if store == "memory" else Spool(StateDb(tmp_path))
+    publisher = MqttPublisher(mqtt_broker.url, "outbox-test", outbox)
     publisher.start()
     try:
         for n in range(25):
@@ -87,7 +92,7 @@ def test_messages_in_flight_when_the_broker_dies_are_delivered_after_it_restarts
     subscribed_at = time.time()
     sub = mqtt_subscriber(mqtt_broker, [topic], persistent=True)
     mqtt_broker.wait_saved(since=subscribed_at)     # the subscriber's session survives the SIGKILL
-    publisher = MqttPublisher(mqtt_broker.url, "edge-inflight-test", "inflight-test")
+    publisher = MqttPublisher(mqtt_broker.url, "inflight-test")
     publisher.start()
     try:
         while not publisher.connected:
@@ -95,8 +100,9 @@ def test_messages_in_flight_when_the_broker_dies_are_delivered_after_it_restarts
         mqtt_broker.freeze()
         for n in range(5):
             publisher.publish(topic, f"in flight {n}".encode(), qos=1)
+        publisher.pump()
         # Handed to the client and written to the socket, but never acknowledged.
-        assert len(publisher.outbox) == 5 and not publisher.outbox.unsent()
+        assert len(publisher.outbox) == 5 and publisher.inflight == 5
         mqtt_broker.kill()
         mqtt_broker.start()
         assert publisher.drain(timeout=45) == 0
@@ -107,7 +113,8 @@ def test_messages_in_flight_when_the_broker_dies_are_delivered_after_it_restarts
 
 
 def test_last_will_reports_a_killed_daemon_offline(tmp_path, ocr_bundle_dir, mqtt_broker, edge_daemon):
-    daemon = edge_daemon(daemon_args(ocr_bundle_dir, tmp_path, mqtt_broker))
+    (tmp_path / "in").mkdir()
+    daemon = edge_daemon(daemon_args(ocr_bundle_dir, tmp_path / "in", mqtt_broker, tmp_path / "state"))
     daemon.wait_log(r"connected to broker")
     status = contract.status_topic(DEVICE)
     online = mqtt_broker.retained(status)
@@ -119,20 +126,46 @@ def test_last_will_reports_a_killed_daemon_offline(tmp_path, ocr_bundle_dir, mqt
 
 def test_stop_with_the_broker_away_waits_a_bounded_time_and_exits_0(
         tmp_path, shared_dir, ocr_bundle_dir, mqtt_broker, edge_daemon):
-    daemon = edge_daemon(daemon_args(ocr_bundle_dir, tmp_path, mqtt_broker, "--drain-timeout", "1"))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    daemon = edge_daemon(daemon_args(ocr_bundle_dir, folder, mqtt_broker, tmp_path / "state",
+                                     "--drain-timeout", "1"))
     daemon.wait_log(r"connected to broker")
     mqtt_broker.stop()
     daemon.wait_log(r"lost the broker")
-    shutil.copy(shared_dir / "images" / "ocr_word_en_10.png", tmp_path / "late.png")
+    shutil.copy(shared_dir / "images" / "ocr_word_en_10.png", folder / "late.png")
     daemon.wait_log(r"result seq=1 .*broker away: queued, 1 waiting")
     assert daemon.terminate() == 0, daemon.log
-    assert daemon.wait_log(r"1 message\(s\) were never acknowledged")
+    assert daemon.wait_log(r"1 message\(s\) were never acknowledged by the broker and are kept in the spool")
     assert "Traceback" not in daemon.log
+
+
+def test_mqtt_5_delivers_like_3_1_1(mqtt_broker, mqtt_subscriber):
+    topic = "edge/v5-test/p/results"
+    sub = mqtt_subscriber(mqtt_broker, [topic])
+    publisher = MqttPublisher(BrokerConfig(url=mqtt_broker.url, protocol="5"), "v5-test")
+    publisher.start()
+    try:
+        for n in range(3):
+            publisher.publish(topic, f"v5 {n}".encode())
+        assert publisher.drain(timeout=30) == 0
+    finally:
+        publisher.stop()
+    assert [m.text for m in sub.wait_for(topic, 3)] == ["v5 0", "v5 1", "v5 2"]
+
+
+def test_publisher_writes_only_under_its_own_device():
+    publisher = MqttPublisher("mqtt://127.0.0.1:1", "cam-a")
+    for topic in ("edge/cam-b/p/results", "edge/cam-ab/p/results", "homeassistant/sensor/x/config", "edge/cam-a"):
+        with pytest.raises(EdgeError, match="outside this device's topics"):
+            publisher.publish(topic, b"x")
+    assert len(publisher.outbox) == 0
 
 
 @pytest.mark.parametrize("url, expected", [
     ("mqtt://127.0.0.1:1884", ("mqtt", "127.0.0.1", 1884)),
     ("mqtt://broker.local", ("mqtt", "broker.local", 1883)),
+    ("mqtts://broker.local", ("mqtts", "broker.local", 8883)),
 ])
 def test_broker_url_is_parsed(url, expected):
     assert tuple(parse_mqtt_url(url)) == expected

@@ -1,0 +1,221 @@
+"""One pipeline of the daemon, in a thread of its own: source -> task -> threshold -> rules -> spool.
+
+Each input's messages (its result and the events it caused, or its error) go into the spool in one
+transaction together with the ledger record that the input was processed, so a crash at any point
+leaves either all of them or none. Inputs the ledger already knows (processed before a restart)
+are skipped without being read.
+
+The main thread steers a worker through `pause`, `resume`, `set_threshold`, `reload` and
+`snapshot`; all other state is the worker's own.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from runtimes.bundle import Bundle
+from runtimes.errors import EdgeError
+from runtimes.tasks import Task, load_task
+
+from . import contract
+from .config import PipelineConfig
+from .ledger import Ledger
+from .metrics import MetricsCollector
+from .mqtt import MqttPublisher
+from .rules import RuleEngine
+from .sources import Frame, Source, open_source
+
+log = logging.getLogger("edge.daemon")
+
+Sink = Callable[[dict[str, Any]], None]      # gets every result message; must not block
+
+
+class PipelineWorker:
+    def __init__(self, config: PipelineConfig, device: str, publisher: MqttPublisher, ledger: Ledger | None,
+                 metrics: MetricsCollector, sinks: list[Sink], stop: threading.Event):
+        self.config, self.device, self.publisher, self.ledger = config, device, publisher, ledger
+        self.metrics, self.sinks, self.stop = metrics, sinks, stop
+        self.name: str = config.name or ""
+        self.bundle, self.task = _load(config.bundle)
+        self.source: Source = open_source(config.source, config.poll_interval)
+        self.threshold = config.threshold
+        self.rules = RuleEngine(config.rules)
+        self.paused = False
+        self.seq = 0                     # inputs taken by this process, results and errors alike
+        self.counts = {"results": 0, "errors": 0, "skipped": 0}
+        self.failure: str | None = None  # set if the worker's loop died
+        self._last_image: np.ndarray | None = None
+        self._swap = threading.Lock()    # (bundle, task) change together on a reload
+        self._thread = threading.Thread(target=self._run, name=f"pipeline-{self.name}", daemon=True)
+        self._results_topic = contract.results_topic(device, self.name)
+        self._errors_topic = contract.errors_topic(device, self.name)
+        self._events_topic = contract.events_topic(device, self.name)
+        log.info("pipeline '%s' (%s: %s) ready, reading %s", self.name, self.bundle.manifest.task,
+                 ", ".join(self.task.models), self.source.kind)
+
+    # --- the worker's thread ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as err:        # a dead pipeline must not look alive: the daemon exits non-zero
+            log.exception("pipeline '%s' stopped on an unexpected failure", self.name)
+            self.failure = f"{type(err).__name__}: {err}"
+        finally:
+            self.source.close()
+
+    def _loop(self) -> None:
+        wait = self.config.poll_interval
+        min_gap = 1.0 / self.config.rate_limit if self.config.rate_limit else 0.0
+        next_take, waiting_for_spool, said_finished = 0.0, False, False
+        while not self.stop.is_set():
+            if self.paused:
+                self.stop.wait(wait)
+                continue
+            # Files can wait where they are; a full spool would otherwise push out older results.
+            if not self.source.live and self.publisher.outbox.full:
+                if not waiting_for_spool:
+                    log.warning("pipeline '%s': spool full; leaving inputs unread until the broker catches up",
+                                self.name)
+                waiting_for_spool = True
+                self.stop.wait(wait)
+                continue
+            waiting_for_spool = False
+            if min_gap and time.monotonic() < next_take:
+                self.stop.wait(next_take - time.monotonic())
+                continue
+            frame = self.source.next_frame()
+            if frame is None:
+                if self.source.finished and not said_finished:
+                    log.info("pipeline '%s': source finished (%d result(s), %d error(s))", self.name,
+                             self.counts["results"], self.counts["errors"])
+                    said_finished = True
+                self.stop.wait(wait)
+                continue
+            next_take = time.monotonic() + min_gap
+            self.process(frame)
+
+    @property
+    def finished(self) -> bool:
+        return self.source.finished
+
+    def process(self, frame: Frame) -> None:
+        key = frame.key if self.ledger is not None else None
+        if key is not None and self.ledger.done(self.name, key):
+            if not self.counts["skipped"]:      # a folder of 100k old files must not mean 100k log lines
+                log.info("pipeline '%s': skipping inputs the ledger says were processed before", self.name)
+            self.counts["skipped"] += 1
+            log.debug("skipped %s: processed before", frame.source)
+            return
+        self.seq += 1
+        result, error = None, None
+        try:
+            image = frame.load()
+            with self._swap:
+                task = self.task             # a reload swaps it between frames, never inside one
+            output = task(image)
+            self._last_image = image
+            messages, result = self._result_messages(frame, image, task, output)
+        except EdgeError as err:
+            error = str(err)
+        except Exception as err:        # a bug on one input must not take the device down
+            log.exception("seq=%d %s: unexpected failure", self.seq, frame.source)
+            error = f"internal error: {type(err).__name__}: {err}"
+        if error is not None:
+            message = contract.error_message(device=self.device, pipeline=self.name, source=frame.source,
+                                             error=error, seq=self.seq)
+            messages = [(self._errors_topic, contract.encode_message(message), self.config.qos, "error")]
+        also = self.ledger.marker(self.name, key) if key is not None else None
+        self.publisher.publish_all(messages, also=also)
+        if result is None:
+            self.counts["errors"] += 1
+            self.metrics.count("errors", pipeline=self.name)
+            log.warning("error seq=%d %s%s", self.seq, message["error"], self._delivery_note())
+            return
+        self.counts["results"] += 1
+        self.metrics.record(result["latency_ms"], pipeline=self.name)
+        for sink in self.sinks:
+            sink(result)
+        log.info("result seq=%d %s: %d item(s) in %.0f ms%s", self.seq, frame.source, len(result["results"]),
+                 sum(result["latency_ms"].values()), self._delivery_note())
+
+    def _result_messages(self, frame: Frame, image: np.ndarray, task: Task,
+                         output: Any) -> tuple[list[tuple[str, bytes, int, str]], dict[str, Any]]:
+        threshold = self.threshold
+        results = output.results if threshold is None else [
+            item for item in output.results if not isinstance(item.get("score"), (int, float))
+            or item["score"] >= threshold]
+        result = contract.result_message(device=self.device, pipeline=self.name, models=task.models,
+                                         source=frame.source, seq=self.seq, latency_ms=output.timings.as_dict(),
+                                         results=results)
+        qos = self.config.qos
+        messages = [(self._results_topic, contract.encode_message(result), qos, "result")]
+        height, width = image.shape[:2]
+        for event in self.rules.update(results, result["ts"], image_size=(width, height)):
+            body = contract.event_message(device=self.device, pipeline=self.name, event=event, seq=self.seq,
+                                          source=frame.source)
+            messages.append((self._events_topic, contract.encode_message(body), qos, "event"))
+            log.info("event %s: rule '%s' %s", self.name, event["rule"], event["change"])
+        return messages, result
+
+    def _delivery_note(self) -> str:
+        if self.publisher.connected:
+            return ""
+        return f" (broker away: queued, {len(self.publisher.outbox)} waiting)"
+
+    # --- called from the main thread (commands) ------------------------------------------------------
+    def set_threshold(self, value: float) -> None:
+        self.threshold = value
+
+    def reload(self, bundle_path: str | None) -> None:
+        """Open the bundle again (or another one) and swap it in between two frames; the old one stays on failure."""
+        bundle, task = _load(bundle_path or self.bundle.root)
+        with self._swap:
+            self.bundle, self.task = bundle, task
+        log.info("pipeline '%s' now runs %s (%s)", self.name, bundle.root, ", ".join(task.models))
+
+    def snapshot(self) -> np.ndarray | None:
+        """What the source sees now (live sources), else the last image processed; None before any."""
+        latest = getattr(self.source, "latest", None)
+        frame = latest() if callable(latest) else None
+        if frame is not None:
+            try:
+                return frame.load()
+            except EdgeError:
+                pass
+        return self._last_image
+
+    def describe(self) -> dict[str, Any]:
+        """This pipeline's entry in the status description."""
+        return {"name": self.name, "task": self.bundle.manifest.task, "bundle": self.bundle.root.name,
+                "models": list(self.task.models), "source": self.source.kind, "paused": self.paused,
+                "threshold": self.threshold, "rules": [rule.name for rule in self.rules.rules]}
+
+
+def _load(path: Any) -> tuple[Bundle, Task]:
+    bundle = Bundle.open(path)
+    return bundle, load_task(bundle)
+
+
+def save_snapshot(image: np.ndarray, folder: Any, name: str) -> str:
+    """Write `image` as JPEG under `folder` (the daemon's own); the file's name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-{int(time.time() * 1000) % 1000:03d}.jpg"
+    if not cv2.imwrite(str(path), image):
+        raise EdgeError(f"could not write the snapshot {path}")
+    return path.name
