@@ -29,7 +29,9 @@ PEER_WHEELS = ["rapidocr_paddle==1.4.5", "rapidocr_onnxruntime==1.4.4", "rapid_l
 PEER_NEEDS = ["shapely>=2", "six", "pillow", "tqdm", "omegaconf", "colorlog", "requests"]
 TEST = CONVERT + PEER_NEEDS + [
     "pytest>=8",
-    "jsonschema>=4",
+    "jsonschema>=4",            # every MQTT message in the tests is checked against docs/schemas
+    "cryptography",             # the TLS test makes its own CA and certificates
+    "jinja2",                   # renders Home Assistant value templates as HA would
 ]
 
 setup(
