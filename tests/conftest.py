@@ -32,6 +32,24 @@ def shared_dir() -> Path:
 
 
 OCR_CALIBRATION_PREFIXES = ("ocr_", "det_layout", "cls_img")
+# A profile that builds only the FP32 ONNX artifact: for tests of a task's runtime, not of quantization.
+FP32_ONLY_PROFILE = """\
+name: test-onnx-fp32
+description: ONNX FP32 only (tests)
+family: x86
+arch: x86_64
+accelerator: cpu
+threads: 1
+artifacts:
+  - format: onnx
+    precision: fp32
+"""
+
+
+def write_fp32_profile(folder: Path) -> Path:
+    path = folder / "fp32.yaml"
+    path.write_text(FP32_ONLY_PROFILE, encoding="utf-8")
+    return path
 
 
 def convert_bundle(out: Path, sources: list[Path], profile: str | Path, calib: Path) -> Path:

@@ -233,7 +233,7 @@ def fuse_hardswish(model: onnx.ModelProto) -> int:
             if (gate is not None and gate.op_type == "HardSigmoid" and gate.input[0] == x and g.private(gate_name)
                     and abs(attr(gate, "alpha", 0.2) - HSIG_ALPHA) < 1e-6
                     and abs(attr(gate, "beta", 0.5) - HSIG_BETA) < 1e-6):
-                g.g.node.append(helper.make_node("HardSwish", [x], [mul.output[0]], name=mul.name + "_hardswish"))
+                g.g.node.append(helper.make_node("HardSwish", [x], [mul.output[0]], name=mul.output[0] + "_hardswish"))
                 g.drop(mul, gate)
                 done += 1
                 break

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+
+from tests.conftest import write_fp32_profile
 from paho.mqtt.client import topic_matches_sub
 
 from edge.daemon import contract
@@ -20,17 +22,6 @@ from runtimes.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEVICE = "cam-07"
 
-FP32_PROFILE = """\
-name: test-onnx-fp32
-description: ONNX FP32 only (tests)
-family: x86
-arch: x86_64
-accelerator: cpu
-threads: 1
-artifacts:
-  - format: onnx
-    precision: fp32
-"""
 
 
 def validator(schema_id: str) -> jsonschema.Draft202012Validator:
@@ -171,8 +162,7 @@ FAMILIES = {   # bundle name -> (export(s) under shared/models, picture)
 
 def convert_fp32(shared_dir: Path, exports: list[str], out: Path) -> Path:
     """The real `edge convert` of official exports into an ONNX FP32 bundle (about a second each)."""
-    profile = out.parent / "fp32-profile.yaml"
-    profile.write_text(FP32_PROFILE)
+    profile = write_fp32_profile(out.parent)
     convert = subprocess.run(
         [sys.executable, "-m", "edge", "convert", *(str(shared_dir / "models" / e) for e in exports),
          "--profile", str(profile), "--val", str(shared_dir / "images"), "-o", str(out), "--quiet"],

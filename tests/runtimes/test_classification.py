@@ -24,7 +24,7 @@ from runtimes.image import read_image
 from runtimes.tasks import load_task
 from runtimes.tasks.classification import top_k
 
-from .test_detection import IMAGES, SHARED, convert, register_det_cls
+from .test_detection import IMAGES, SHARED, convert
 
 EXPORT = SHARED / "models" / "PP-LCNet" / "PPLCNet_x1_0_text_image_orientation"
 DEMOS = ["cls_img_rot0_demo.jpg", "cls_img_rot180_demo.jpg"]
@@ -47,17 +47,12 @@ def bundles(bundle_dir, tmp_path_factory) -> dict[str, Path]:
             **{form: convert(source, DEMOS, tmp_path_factory.mktemp(form)) for form, source in others.items()}}
 
 
-@pytest.fixture
-def registered(monkeypatch):
-    register_det_cls(monkeypatch)
-
-
 def classify(folder: Path, image: np.ndarray) -> list[dict]:
     return load_task(Bundle.open(folder))(image).results
 
 
 @needs_shared
-def test_demo_pictures_get_their_orientation(bundle_dir, registered):
+def test_demo_pictures_get_their_orientation(bundle_dir):
     bundle = Bundle.open(bundle_dir)
     entry = bundle.manifest.model("classifier")
     assert bundle.manifest.task == "classification" and entry.labels == ["0", "90", "180", "270"]
@@ -69,7 +64,7 @@ def test_demo_pictures_get_their_orientation(bundle_dir, registered):
 
 
 @needs_shared
-def test_quarter_turns_of_the_upright_page_name_the_turn(bundle_dir, registered):
+def test_quarter_turns_of_the_upright_page_name_the_turn(bundle_dir):
     upright = read_image(IMAGES / "cls_img_rot0_demo.jpg")
     turns = {"90": cv2.ROTATE_90_CLOCKWISE, "180": cv2.ROTATE_180, "270": cv2.ROTATE_90_COUNTERCLOCKWISE}
     for expected, turn in turns.items():
@@ -77,7 +72,7 @@ def test_quarter_turns_of_the_upright_page_name_the_turn(bundle_dir, registered)
 
 
 @needs_shared
-def test_all_three_source_forms_answer_alike(bundles, registered):
+def test_all_three_source_forms_answer_alike(bundles):
     for picture in DEMOS:
         image = read_image(IMAGES / picture)
         answers = {form: classify(path, image)[0] for form, path in bundles.items()}
@@ -88,7 +83,7 @@ def test_all_three_source_forms_answer_alike(bundles, registered):
 
 
 @needs_shared
-def test_topk_from_the_manifest_lists_every_class_best_first(bundle_dir, registered, tmp_path):
+def test_topk_from_the_manifest_lists_every_class_best_first(bundle_dir, tmp_path):
     copy = tmp_path / "top4"
     shutil.copytree(bundle_dir, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
@@ -107,7 +102,7 @@ def test_labels_that_do_not_fit_the_scores_are_refused():
 
 
 @needs_shared
-def test_banner_is_drawn_over_the_top_only(bundle_dir, registered):
+def test_banner_is_drawn_over_the_top_only(bundle_dir):
     image = read_image(IMAGES / "cls_img_rot0_demo.jpg")
     drawn = draw("classification", image, classify(bundle_dir, image))
     changed = np.any(drawn != image, axis=2)
@@ -122,9 +117,7 @@ def test_family_feeds_and_verdicts(bundle_dir, tmp_path):
 
     from converters.calibration import FeedListReader
 
-    with pytest.MonkeyPatch.context() as mp:
-        register_det_cls(mp)
-        spec = load_source(EXPORT).spec
+    spec = load_source(EXPORT).spec
     family = ClassificationFamily({"classifier": spec}, threads=1)
     fp32 = {"classifier": bundle_dir / "classifier.fp32.onnx"}
     pictures = [IMAGES / name for name in DEMOS]

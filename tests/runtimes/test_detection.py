@@ -1,7 +1,6 @@
 """PP-PicoDet end to end: the real converter makes the bundles, the device task finds the objects.
 
-Bundles are made by `edge convert` (in-process, so that the readers/tasks/families registered here
-for the run apply) from the official-format Paddle exports, with a profile that asks only for ONNX
+Bundles are made by `edge convert` (in-process) from the official-format Paddle exports, with a profile that asks only for ONNX
 FP32. Expected outcomes are what the fixture manifest measured on these pictures (bus scene: 4
 people and a bus; kite scene: 8 people and a kite; layout page: 7 text, 3 title, 2 table, 1 figure
 blocks), checked as label sets, counts in ranges and box geometry.
@@ -16,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import write_fp32_profile
+
 from converters.families.detection import DetectionFamily
-from converters.metadata import paddleclas, paddledet
 from converters.sources import load_source
 from edge.drawing import draw
 from runtimes.bundle import Bundle
@@ -34,57 +34,21 @@ PICODET = SHARED / "models" / "PP-PicoDet"
 IMAGES = SHARED / "images"
 needs_shared = pytest.mark.skipif(not PICODET.is_dir(), reason=f"needs the shared models folder {SHARED}")
 
-FP32_PROFILE = """\
-name: test-onnx-fp32
-description: ONNX FP32 only (tests)
-family: x86
-arch: x86_64
-accelerator: cpu
-threads: 1
-artifacts:
-  - format: onnx
-    precision: fp32
-"""
 COCO_PICTURES = ["coco_bus.jpg", "det_000000014439.jpg", "coco_dog.jpg", "coco_zidane.jpg"]
-
-
-def register_det_cls(mp: pytest.MonkeyPatch) -> None:
-    """What the lead's registration lines add, for this test run only (no-ops once they are merged)."""
-    from converters import metadata, pipeline
-    from converters.families import FAMILIES
-    from converters.families.classification import ClassificationFamily
-    from runtimes.tasks import TASK_MODULES
-
-    missing = [reader for reader in (paddledet, paddleclas) if reader not in metadata.READERS]
-    if missing:
-        mp.setattr(metadata, "READERS", [*metadata.READERS, *missing])
-    mp.setitem(TASK_MODULES, "detection", "detection")
-    mp.setitem(TASK_MODULES, "classification", "classification")
-    mp.setitem(FAMILIES, "detection", DetectionFamily)
-    mp.setitem(FAMILIES, "classification", ClassificationFamily)
-    if "detection" not in pipeline.SHAPES:
-        mp.setitem(pipeline.SHAPES, "detection",
-                   pipeline.PipelineShape("ppdet", ("detector",), frozenset({"detector"})))
-    if "classification" not in pipeline.SHAPES:
-        mp.setitem(pipeline.SHAPES, "classification",
-                   pipeline.PipelineShape("ppcls", ("classifier",), frozenset({"classifier"})))
 
 
 def convert(source: Path, pictures: list[str], work: Path) -> Path:
     """`edge convert SOURCE --profile <fp32 only> --val <pictures> -o work/bundle`, in-process."""
     from edge.cli import main
 
-    profile = work / "fp32.yaml"
-    profile.write_text(FP32_PROFILE)
+    profile = write_fp32_profile(work)
     val = work / "val"
     val.mkdir()
     for name in pictures:
         shutil.copy(IMAGES / name, val / name)
     out = work / "bundle"
-    with pytest.MonkeyPatch.context() as mp:
-        register_det_cls(mp)
-        code = main(["convert", str(source), "--profile", str(profile), "--val", str(val), "-o", str(out),
-                     "--quiet"])
+    code = main(["convert", str(source), "--profile", str(profile), "--val", str(val), "-o", str(out),
+                 "--quiet"])
     assert code == 0, "edge convert failed (its one-line error is above)"
     return out
 
@@ -103,11 +67,6 @@ def layout_bundle(tmp_path_factory) -> Path:
         pytest.skip(f"needs the shared models folder {SHARED}")
     return convert(PICODET / "picodet_lcnet_layout_cdla" / "pir", ["det_layout.jpg", "ocr_11.jpg"],
                    tmp_path_factory.mktemp("picodet_layout"))
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    register_det_cls(monkeypatch)
 
 
 def detect(bundle_dir: Path, picture: str) -> tuple[list[dict], np.ndarray]:
@@ -205,7 +164,7 @@ def test_all_three_export_forms_give_the_same_objects(coco_bundle):
 
 # ---- the device task on real pictures ------------------------------------------------------------
 @needs_shared
-def test_bus_scene_finds_the_bus_and_the_people(coco_bundle, registered):
+def test_bus_scene_finds_the_bus_and_the_people(coco_bundle):
     bundle = Bundle.open(coco_bundle)
     entry = bundle.manifest.model("detector")
     assert bundle.manifest.task == "detection" and entry.source_format == "paddle-legacy"
@@ -223,7 +182,7 @@ def test_bus_scene_finds_the_bus_and_the_people(coco_bundle, registered):
 
 
 @needs_shared
-def test_kite_scene_finds_many_people_and_the_kite(coco_bundle, registered):
+def test_kite_scene_finds_many_people_and_the_kite(coco_bundle):
     results, image = detect(coco_bundle, "det_000000014439.jpg")
     check_well_formed(results, image, 0.5)
     counts = Counter(r["label"] for r in results)
@@ -231,7 +190,7 @@ def test_kite_scene_finds_many_people_and_the_kite(coco_bundle, registered):
 
 
 @needs_shared
-def test_layout_page_blocks(layout_bundle, registered):
+def test_layout_page_blocks(layout_bundle):
     bundle = Bundle.open(layout_bundle)
     assert bundle.manifest.model("detector").source_format == "paddle-pir"
     results, image = detect(layout_bundle, "det_layout.jpg")
@@ -247,7 +206,7 @@ def test_layout_page_blocks(layout_bundle, registered):
 
 
 @needs_shared
-def test_draw_threshold_in_the_manifest_sets_what_is_published(coco_bundle, registered, tmp_path):
+def test_draw_threshold_in_the_manifest_sets_what_is_published(coco_bundle, tmp_path):
     copy = tmp_path / "strict"
     shutil.copytree(coco_bundle, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
@@ -259,7 +218,7 @@ def test_draw_threshold_in_the_manifest_sets_what_is_published(coco_bundle, regi
 
 
 @needs_shared
-def test_drawing_marks_the_boxes_and_leaves_the_picture_alone(coco_bundle, registered):
+def test_drawing_marks_the_boxes_and_leaves_the_picture_alone(coco_bundle):
     results, image = detect(coco_bundle, "coco_bus.jpg")
     before = image.copy()
     drawn = draw("detection", image, results)
@@ -281,9 +240,7 @@ def test_ocr_drawing_outlines_quadrilaterals_and_survives_non_ascii_text():
 # ---- the converter-side family -------------------------------------------------------------------
 @needs_shared
 def test_family_feeds_are_real_views_and_the_fp32_model_agrees_with_itself(coco_bundle):
-    with pytest.MonkeyPatch.context() as mp:
-        register_det_cls(mp)
-        spec = load_source(PICODET / "picodet_s_320_coco").spec
+    spec = load_source(PICODET / "picodet_s_320_coco").spec
     family = DetectionFamily({"detector": spec}, threads=1)
     fp32 = {"detector": coco_bundle / "detector.fp32.onnx"}
     pictures = [IMAGES / name for name in COCO_PICTURES]
@@ -306,9 +263,7 @@ def test_family_catches_a_broken_int8_detector(coco_bundle, tmp_path):
 
     from converters.calibration import FeedListReader
 
-    with pytest.MonkeyPatch.context() as mp:
-        register_det_cls(mp)
-        spec = load_source(PICODET / "picodet_s_320_coco").spec
+    spec = load_source(PICODET / "picodet_s_320_coco").spec
     family = DetectionFamily({"detector": spec}, threads=1)
     fp32 = {"detector": coco_bundle / "detector.fp32.onnx"}
     pictures = [IMAGES / name for name in COCO_PICTURES]

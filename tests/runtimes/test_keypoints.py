@@ -1,21 +1,21 @@
 """PP-TinyPose top-down keypoints with a PP-PicoDet person detector, end to end, plus the geometry.
 
-The bundle is made by `edge convert` (in-process, so that the readers/tasks/families registered
-here for the run apply) from the two Paddle exports, with a profile that asks only for ONNX FP32.
+The bundle is made by `edge convert` (in-process) from the two Paddle exports, with a profile that
+asks only for ONNX FP32.
 """
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import write_fp32_profile
+
 from converters.families.keypoints import KeypointsFamily
-from converters.metadata import paddledet
 from runtimes.bundle import Bundle
 from runtimes.errors import BundleError
 from runtimes.image import read_image
@@ -30,46 +30,6 @@ DEMO = IMAGES / "det_hrnet_demo.jpg"
 PEOPLE = [DEMO, IMAGES / "coco_zidane.jpg", IMAGES / "coco_bus.jpg"]
 needs_shared = pytest.mark.skipif(not POSE.is_dir(), reason=f"needs the shared models folder {SHARED}")
 
-FP32_PROFILE = """\
-name: test-onnx-fp32
-description: ONNX FP32 only (tests)
-family: x86
-arch: x86_64
-accelerator: cpu
-threads: 1
-artifacts:
-  - format: onnx
-    precision: fp32
-"""
-
-
-def _group_with_feeders(original):
-    """The grouping the lead adds to converters.pipeline: a detector joins a keypoints pipeline."""
-    def group(sources):
-        tasks = {s.spec.task for s in sources}
-        led = tasks - {"detection"}
-        if len(tasks) > 1 and len(led) == 1:
-            task = next(iter(led))
-            sources = [replace(s, spec=replace(s.spec, task=task)) for s in sources]
-        return original(sources)
-    return group
-
-
-def register_keypoints(mp: pytest.MonkeyPatch) -> None:
-    """What the lead's registration lines add, for this test run only (no-ops once they are merged)."""
-    from converters import metadata, pipeline
-    from converters.families import FAMILIES
-    from runtimes.tasks import TASK_MODULES
-
-    if paddledet not in metadata.READERS:
-        mp.setattr(metadata, "READERS", [*metadata.READERS, paddledet])
-    mp.setitem(TASK_MODULES, "keypoints", "keypoints")
-    mp.setitem(FAMILIES, "keypoints", KeypointsFamily)
-    if "keypoints" not in pipeline.SHAPES:
-        mp.setitem(pipeline.SHAPES, "keypoints",
-                   pipeline.PipelineShape("pptinypose", ("detector", "pose"), frozenset({"detector", "pose"})))
-    if not hasattr(pipeline, "FEEDER_TASKS"):
-        mp.setattr(pipeline, "_group", _group_with_feeders(pipeline._group))
 
 
 @pytest.fixture(scope="module")
@@ -79,24 +39,16 @@ def pose_bundle(tmp_path_factory) -> Path:
     from edge.cli import main
 
     work = tmp_path_factory.mktemp("tinypose")
-    profile = work / "fp32.yaml"
-    profile.write_text(FP32_PROFILE)
+    profile = write_fp32_profile(work)
     val = work / "val"
     val.mkdir()
     for image in PEOPLE:
         shutil.copy(image, val / image.name)
     out = work / "bundle"
-    with pytest.MonkeyPatch.context() as mp:
-        register_keypoints(mp)
-        code = main(["convert", str(DETECTOR), str(POSE), "--profile", str(profile), "--val", str(val),
-                     "-o", str(out), "--quiet"])
+    code = main(["convert", str(DETECTOR), str(POSE), "--profile", str(profile), "--val", str(val),
+                 "-o", str(out), "--quiet"])
     assert code == 0, "edge convert failed (its one-line error is above)"
     return out
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    register_keypoints(monkeypatch)
 
 
 def _mean_y(person: dict, *names: str) -> float:
@@ -105,7 +57,7 @@ def _mean_y(person: dict, *names: str) -> float:
 
 
 @needs_shared
-def test_demo_person_gets_17_coco_keypoints_in_body_order(pose_bundle, registered):
+def test_demo_person_gets_17_coco_keypoints_in_body_order(pose_bundle):
     bundle = Bundle.open(pose_bundle)
     assert bundle.manifest.task == "keypoints"
     assert [m.role for m in bundle.manifest.models] == ["detector", "pose"]
@@ -130,7 +82,7 @@ def test_demo_person_gets_17_coco_keypoints_in_body_order(pose_bundle, registere
 
 
 @needs_shared
-def test_heatmap_peaks_agree_with_the_fixtures_measurement(pose_bundle, registered):
+def test_heatmap_peaks_agree_with_the_fixtures_measurement(pose_bundle):
     # MANIFEST: the pose model on this picture peaks at rows nose 6, shoulders 8, hips 15, ankles 26 of 32
     task = load_task(Bundle.open(pose_bundle))
     image = read_image(DEMO)
@@ -147,7 +99,7 @@ def test_heatmap_peaks_agree_with_the_fixtures_measurement(pose_bundle, register
 
 
 @needs_shared
-def test_every_detected_person_is_posed(pose_bundle, registered):
+def test_every_detected_person_is_posed(pose_bundle):
     task = load_task(Bundle.open(pose_bundle))
     image = read_image(IMAGES / "coco_bus.jpg")
     persons = task.persons(image)
@@ -160,7 +112,7 @@ def test_every_detected_person_is_posed(pose_bundle, registered):
 
 
 @needs_shared
-def test_a_free_batch_in_the_manifest_over_a_fixed_batch_artifact_still_poses_everyone(pose_bundle, registered,
+def test_a_free_batch_in_the_manifest_over_a_fixed_batch_artifact_still_poses_everyone(pose_bundle,
                                                                                         tmp_path):
     copy = tmp_path / "freebatch"
     shutil.copytree(pose_bundle, copy)
@@ -177,7 +129,7 @@ def test_a_free_batch_in_the_manifest_over_a_fixed_batch_artifact_still_poses_ev
 
 
 @needs_shared
-def test_person_threshold_comes_from_the_manifest(pose_bundle, registered, tmp_path):
+def test_person_threshold_comes_from_the_manifest(pose_bundle, tmp_path):
     copy = tmp_path / "strict"
     shutil.copytree(pose_bundle, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
@@ -187,7 +139,7 @@ def test_person_threshold_comes_from_the_manifest(pose_bundle, registered, tmp_p
 
 
 @needs_shared
-def test_a_pose_model_without_heatmap_postprocess_is_refused(pose_bundle, registered, tmp_path):
+def test_a_pose_model_without_heatmap_postprocess_is_refused(pose_bundle, tmp_path):
     copy = tmp_path / "wrong"
     shutil.copytree(pose_bundle, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
@@ -199,7 +151,7 @@ def test_a_pose_model_without_heatmap_postprocess_is_refused(pose_bundle, regist
 
 
 @needs_shared
-def test_family_pck_of_the_trained_onnx_original_and_separate_calibration(pose_bundle, registered):
+def test_family_pck_of_the_trained_onnx_original_and_separate_calibration(pose_bundle):
     from converters.sources import load_source
 
     specs = {"detector": load_source(DETECTOR).spec, "pose": load_source(POSE).spec}
@@ -219,7 +171,7 @@ def test_family_pck_of_the_trained_onnx_original_and_separate_calibration(pose_b
 
 
 @needs_shared
-def test_drawing_the_pose(pose_bundle, registered):
+def test_drawing_the_pose(pose_bundle):
     from edge.drawing import pose
 
     image = read_image(DEMO)

@@ -1,7 +1,6 @@
 """PP-HumanSeg-Lite end to end: the real converter makes the bundle, the device task finds the person.
 
-The bundle is made by `edge convert` (in-process, so that the readers/tasks/families registered
-here for the run apply) from the Paddle export, with a profile that asks only for ONNX FP32.
+The bundle is made by `edge convert` (in-process) from the Paddle export, with a profile that asks only for ONNX FP32.
 """
 from __future__ import annotations
 
@@ -13,8 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import write_fp32_profile
+
 from converters.families.segmentation import SegmentationFamily, _calibration_views
-from converters.metadata import paddleseg
 from runtimes.bundle import Bundle
 from runtimes.errors import BundleError
 from runtimes.image import read_image
@@ -28,32 +28,6 @@ PORTRAIT = SHARED / "images" / "seg_humanseg_demo.jpg"
 OTHER_HUMANS = [SHARED / "images" / "lite_human.jpg", SHARED / "images" / "seg_web_human.png"]
 needs_shared = pytest.mark.skipif(not EXPORT.is_dir(), reason=f"needs the shared models folder {SHARED}")
 
-FP32_PROFILE = """\
-name: test-onnx-fp32
-description: ONNX FP32 only (tests)
-family: x86
-arch: x86_64
-accelerator: cpu
-threads: 1
-artifacts:
-  - format: onnx
-    precision: fp32
-"""
-
-
-def register_segmentation(mp: pytest.MonkeyPatch) -> None:
-    """What the lead's registration lines add, for this test run only (no-ops once they are merged)."""
-    from converters import metadata, pipeline
-    from converters.families import FAMILIES
-    from runtimes.tasks import TASK_MODULES
-
-    if paddleseg not in metadata.READERS:
-        mp.setattr(metadata, "READERS", [*metadata.READERS, paddleseg])
-    mp.setitem(TASK_MODULES, "segmentation", "segmentation")
-    mp.setitem(FAMILIES, "segmentation", SegmentationFamily)
-    if "segmentation" not in pipeline.SHAPES:
-        mp.setitem(pipeline.SHAPES, "segmentation",
-                   pipeline.PipelineShape("ppseg", ("segmenter",), frozenset({"segmenter"})))
 
 
 @pytest.fixture(scope="module")
@@ -63,28 +37,20 @@ def seg_bundle(tmp_path_factory) -> Path:
     from edge.cli import main
 
     work = tmp_path_factory.mktemp("humanseg")
-    profile = work / "fp32.yaml"
-    profile.write_text(FP32_PROFILE)
+    profile = write_fp32_profile(work)
     val = work / "val"
     val.mkdir()
     for image in [PORTRAIT, *OTHER_HUMANS]:
         shutil.copy(image, val / image.name)
     out = work / "bundle"
-    with pytest.MonkeyPatch.context() as mp:
-        register_segmentation(mp)
-        code = main(["convert", str(EXPORT), "--profile", str(profile), "--val", str(val), "-o", str(out),
-                     "--quiet"])
+    code = main(["convert", str(EXPORT), "--profile", str(profile), "--val", str(val), "-o", str(out),
+                 "--quiet"])
     assert code == 0, "edge convert failed (its one-line error is above)"
     return out
 
 
-@pytest.fixture
-def registered(monkeypatch):
-    register_segmentation(monkeypatch)
-
-
 @needs_shared
-def test_portrait_gives_one_person_mask_where_the_person_is(seg_bundle, registered):
+def test_portrait_gives_one_person_mask_where_the_person_is(seg_bundle):
     bundle = Bundle.open(seg_bundle)
     entry = bundle.manifest.model("segmenter")
     assert bundle.manifest.task == "segmentation" and entry.selected_artifact().precision == "fp32"
@@ -109,7 +75,7 @@ def test_portrait_gives_one_person_mask_where_the_person_is(seg_bundle, register
 
 
 @needs_shared
-def test_mask_can_be_switched_off_in_the_manifest(seg_bundle, registered, tmp_path):
+def test_mask_can_be_switched_off_in_the_manifest(seg_bundle, tmp_path):
     copy = tmp_path / "nomask"
     shutil.copytree(seg_bundle, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
@@ -121,7 +87,7 @@ def test_mask_can_be_switched_off_in_the_manifest(seg_bundle, registered, tmp_pa
 
 
 @needs_shared
-def test_an_invalid_postprocess_value_is_refused_with_the_model_named(seg_bundle, registered, tmp_path):
+def test_an_invalid_postprocess_value_is_refused_with_the_model_named(seg_bundle, tmp_path):
     copy = tmp_path / "wrongkind"
     shutil.copytree(seg_bundle, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
@@ -133,7 +99,7 @@ def test_an_invalid_postprocess_value_is_refused_with_the_model_named(seg_bundle
 
 
 @needs_shared
-def test_family_judges_the_trained_onnx_original_equal_to_the_converted_fp32(seg_bundle, registered):
+def test_family_judges_the_trained_onnx_original_equal_to_the_converted_fp32(seg_bundle):
     from converters.sources import load_source
 
     family = SegmentationFamily({"segmenter": load_source(EXPORT).spec}, threads=1)
@@ -151,7 +117,7 @@ def test_family_judges_the_trained_onnx_original_equal_to_the_converted_fp32(seg
 
 
 @needs_shared
-def test_drawing_tints_the_mask_and_nothing_else(seg_bundle, registered):
+def test_drawing_tints_the_mask_and_nothing_else(seg_bundle):
     from edge.drawing import mask as mask_drawing
 
     image = read_image(PORTRAIT)
