@@ -37,8 +37,9 @@ from ..calibration import FeedListReader, collect_stats, write_range_cache
 from ..families.base import Evaluation, Family
 from ..latency import compare
 from .base import ModelFile, Pass, PassContext
-from .optimize import (PARITY_RTOL, Graph, attr, conv_weights, drop_dead, fold_affine_into_next_conv,
-                       fuse_hardswish, output_drift, set_conv_params, topological_sort)
+from .graph_rewrites import (Graph, attr, conv_weights, drop_dead, fold_affine_into_next_conv, fuse_hardswish,
+                             set_conv_params, topological_sort)
+from .optimize import PARITY_RTOL, output_drift
 
 # scheme (device_profiles.schema.QuantScheme) -> (activation type, weight type, symmetric activations)
 SCHEMES = {"qdq-u8a-s8w": ("QUInt8", "QInt8", False),   # CPU (x86 and ARM): integer kernels fuse these
