@@ -242,9 +242,16 @@ class DaemonProcess:
                 self._cond.wait(min(left, 0.5))
         return hits
 
-    def terminate(self, timeout: float = 30.0) -> int:
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM and the exit code. The daemon's own worst case is a frame in progress (30 s) plus the
+        wait for acks (10 s) plus the offline status (2 s), so the default leaves room above that."""
         self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=timeout)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"daemon still running {timeout:.0f} s after SIGTERM; its log:\n{self.log[-4000:]}",
+                        pytrace=False)
         self._reader.join(timeout=5)
         return code
 
