@@ -67,3 +67,13 @@ def as_ops(doc: MetaDoc, items: Any, *keys: Any) -> list[tuple[str, dict[str, An
         else:
             raise doc.error("cannot read this operation", *keys, index)
     return ops
+
+
+def export_name(doc: MetaDoc) -> str:
+    """The model's name: PaddleX's Global.model_name, else the export folder's name."""
+    named = doc.get("Global", "model_name", default=None)
+    if named:
+        return str(named)
+    folder = doc.path.parent
+    # a Paddle 3 re-save often sits in a `pir/` (or `inference/`) sub-folder of the named export
+    return folder.parent.name if folder.name in ("pir", "inference") else folder.name

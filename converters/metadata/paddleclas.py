@@ -14,7 +14,7 @@ from typing import Any, Callable
 from runtimes.bundle import TensorSpec
 
 from ..spec import ModelSpec
-from .base import MetaDoc, as_number, as_ops
+from .base import MetaDoc, as_number, as_ops, export_name
 
 KEYS = ("PreProcess", "transform_ops")
 INTERP = {"nearest": "nearest", "bilinear": "linear", "linear": "linear", "bicubic": "cubic", "cubic": "cubic",
@@ -131,14 +131,6 @@ def _crop_shape(ops: list[dict[str, Any]]) -> list[int | None]:
     return [None, 3, None, None]
 
 
-def _export_name(doc: MetaDoc) -> str:
-    named = doc.get("Global", "model_name", default=None)
-    if named:
-        return str(named)
-    folder: Path = doc.path.parent
-    return folder.parent.name if folder.name in ("pir", "inference") else folder.name
-
-
 def claims(doc: MetaDoc) -> bool:
     post = doc.get("PostProcess", default=None)
     return doc.path.name == "inference.yml" and isinstance(post, dict) and \
@@ -151,7 +143,7 @@ def read(doc: MetaDoc) -> ModelSpec:
     k = int(as_number(doc, topk.get("topk", 1), *keys, "topk"))
     if k < 1:
         raise doc.error("topk must be at least 1", *keys, "topk")
-    spec = ModelSpec("classifier", "classification", _export_name(doc),
+    spec = ModelSpec("classifier", "classification", export_name(doc),
                      TensorSpec(name="x", shape=_crop_shape(ops)), ops, {"kind": "topk", "topk": k},
                      _labels(doc, topk, keys))
     spec.metadata_path = doc.path

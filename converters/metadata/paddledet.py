@@ -9,13 +9,12 @@ images to RGB before these transforms, so the chain starts with `color`.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 from runtimes.bundle import TensorSpec
 
 from ..spec import ModelSpec
-from .base import MetaDoc, as_number, as_ops
+from .base import MetaDoc, as_number, as_ops, export_name
 
 KEYS = ("Preprocess",)
 # `interp` is an OpenCV interpolation code (the exporter writes 1, cv2.INTER_LINEAR, when unset)
@@ -120,12 +119,6 @@ def _labels(doc: MetaDoc) -> list[str]:
     return [str(v) for v in labels]
 
 
-def _export_name(doc: MetaDoc) -> str:
-    folder: Path = doc.path.parent
-    # a Paddle 3 re-save often sits in a `pir/` (or `inference/`) sub-folder of the named export
-    return folder.parent.name if folder.name in ("pir", "inference") else folder.name
-
-
 def _nms(doc: MetaDoc) -> dict[str, Any]:
     block = doc.get("NMS", default={}) or {}
     if not isinstance(block, dict):
@@ -150,7 +143,7 @@ def _detector(doc: MetaDoc, arch: str) -> ModelSpec:
                    **_nms(doc),
                    "draw_threshold": as_number(doc, doc.get("draw_threshold", default=0.5), "draw_threshold")}
     tensor = TensorSpec(name="image", shape=_input_shape(doc, ops))
-    return ModelSpec("detector", "detection", _export_name(doc), tensor, ops, postprocess, _labels(doc))
+    return ModelSpec("detector", "detection", export_name(doc), tensor, ops, postprocess, _labels(doc))
 
 
 def _pose(doc: MetaDoc, arch: str) -> ModelSpec:
@@ -161,7 +154,7 @@ def _pose(doc: MetaDoc, arch: str) -> ModelSpec:
     postprocess = {"kind": "heatmaps", "use_dark": True,
                    "draw_threshold": as_number(doc, doc.get("draw_threshold", default=0.5), "draw_threshold")}
     tensor = TensorSpec(name="image", shape=_input_shape(doc, ops))
-    return ModelSpec("pose", "keypoints", _export_name(doc), tensor, ops, postprocess, _labels(doc))
+    return ModelSpec("pose", "keypoints", export_name(doc), tensor, ops, postprocess, _labels(doc))
 
 
 ARCHS: dict[str, Callable[[MetaDoc, str], ModelSpec]] = {"PicoDet": _detector, "GFL": _detector, "HRNet": _pose}

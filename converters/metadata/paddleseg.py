@@ -13,13 +13,12 @@ or — for PP-HumanSeg exports, which PaddleSeg names `*humanseg*` and trains as
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from runtimes.bundle import TensorSpec
 
 from ..spec import ModelSpec
-from .base import MetaDoc, as_number, as_ops
+from .base import MetaDoc, as_number, as_ops, export_name
 
 # PaddleSeg's Normalize defaults: mean = std = 0.5 on values scaled to [0, 1]
 DEFAULT_MEAN_STD = [0.5, 0.5, 0.5]
@@ -114,15 +113,6 @@ def _labels(doc: MetaDoc, name: str) -> list[str] | None:
     return list(HUMANSEG_LABELS) if "humanseg" in name.lower() else None
 
 
-def _export_name(doc: MetaDoc) -> str:
-    named = doc.get("Global", "model_name", default=None)
-    if named:
-        return str(named)
-    folder: Path = doc.path.parent
-    # a Paddle 3 re-save often sits in a `pir/` (or `inference/`) sub-folder of the named export
-    return folder.parent.name if folder.name in ("pir", "inference") else folder.name
-
-
 def claims(doc: MetaDoc) -> bool:
     return doc.path.name in ("deploy.yaml", "deploy.yml") and isinstance(doc.get("Deploy", default=None), dict)
 
@@ -131,7 +121,7 @@ def read(doc: MetaDoc) -> ModelSpec:
     output_op = str(doc.get("Deploy", "output_op", default="argmax")).lower()
     if output_op not in OUTPUT_OPS:
         raise doc.error(f"unknown output_op '{output_op}' (known: {', '.join(OUTPUT_OPS)})", "Deploy", "output_op")
-    name = _export_name(doc)
+    name = export_name(doc)
     postprocess = {"kind": "segmentation", "output": OUTPUT_OPS[output_op], "threshold": 0.5,
                    "background": 0, "mask": True}
     spec = ModelSpec("segmenter", "segmentation", name, _input(doc), _preprocess(doc), postprocess,

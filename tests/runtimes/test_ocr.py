@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from converters.metrics import edit_distance
 from runtimes.bundle import Bundle
 from runtimes.errors import BundleError
 from runtimes.tasks import load_task
@@ -50,16 +51,6 @@ def read(images: Path, name: str) -> np.ndarray:
     image = cv2.imread(str(images / name))
     assert image is not None, f"cannot read {name}"
     return image
-
-
-def edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def texts(task: OcrTask, image: np.ndarray) -> list[str]:
