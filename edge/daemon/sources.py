@@ -107,7 +107,8 @@ def parse_source_spec(spec: str) -> Any:
     return source_config(spec)
 
 
-def _string_form(value: Any) -> Any:
+def fields_from_string(value: Any) -> Any:
+    """A spec string -> its long-form fields for pydantic to validate (other values pass through)."""
     if not isinstance(value, str):
         return value
     try:
@@ -117,7 +118,7 @@ def _string_form(value: Any) -> Any:
 
 
 # For a config model that embeds a source: takes the string form or the long form, validates either.
-SourceField = Annotated[SourceConfig, BeforeValidator(_string_form)]
+SourceField = Annotated[SourceConfig, BeforeValidator(fields_from_string)]
 
 
 def open_source(spec: str | dict[str, Any] | BaseModel, poll_interval: float = 0.5) -> Source:

@@ -47,13 +47,8 @@ class SerialTriggerConfig(SourceConfigBase):
     @field_validator("grab", mode="before")
     @classmethod
     def _grab_spec(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        from .sources import spec_fields    # the grammar lives with the registry, which imports this module
-        try:
-            return spec_fields(value)
-        except SourceError as err:
-            raise ValueError(str(err).removeprefix("source: ")) from None
+        from .sources import fields_from_string   # the grammar lives with the registry, which imports this module
+        return fields_from_string(value)
 
     @classmethod
     def expand_options(cls, options: dict[str, Any]) -> dict[str, Any]:
