@@ -44,7 +44,8 @@ def build_onnx_int8(fp32: ModelFile, ctx: PassContext) -> BuildResult:
     metrics = {report["metric"]: report["value"], "latency_ratio": report["latency_ratio"]}
     metrics.update({f"latency_ms_{k}": v for k, v in report.get("latency_ms", {}).items()})
     return BuildResult(BuiltArtifact(result.path, "onnx", "int8", ctx.target.quantization, _target_name(ctx),
-                                     metrics, list(report.get("fp32_nodes", []))), report["reason"])
+                                     metrics, list(report.get("fp32_nodes", [])),
+                                     list(report.get("channel_groups", []))), report["reason"])
 
 
 BUILDERS: dict[tuple[str, str], Callable[[ModelFile, PassContext], BuildResult]] = {

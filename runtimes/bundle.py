@@ -33,6 +33,7 @@ class Artifact(Strict):
     sha256: str
     metrics: dict[str, float] = Field(default_factory=dict)
     fp32_nodes: list[str] = Field(default_factory=list)   # nodes kept in float inside an INT8 graph
+    channel_groups: list[str] = Field(default_factory=list)   # INT8: convs whose channels got split ranges
 
 
 class BundleFile(Strict):

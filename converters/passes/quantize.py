@@ -8,8 +8,10 @@ Steps (numbers measured on PP-OCRv4, see bench/quant_ocr.py):
    INT8 time). The rewrite is exact in float; it is checked like the optimize pass.
 2. Ranges from one calibration run (converters.calibration): MinMax and 99.999th percentile.
 3. Candidates with each range method are scored with the family metric against FP32 on the
-   validation images; if none meets the budget, the nodes whose outputs lose the most SQNR vs FP32
-   are kept in float, 1, 2, 4, ... at a time, until the budget is met.
+   validation images. If none meets the budget: first the conv -> hard-swish -> depthwise blocks
+   whose narrow channels suffer most from one per-tensor range are split into channel groups
+   (channel_groups.py), the worst 1, 2, 4, ... blocks, re-calibrated each time; then, as a last
+   resort, the nodes whose outputs lose the most SQNR vs FP32 are kept in float, 1, 2, 4, ...
 4. Latency vs the FP32 input at 1 thread and at the profile's threads, alternating A/B. An INT8
    model that misses its budget or is not faster is refused: the FP32 input is returned unchanged.
 
@@ -23,7 +25,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,11 @@ from onnx import helper
 
 from runtimes.errors import ConversionError
 
-from ..calibration import FeedListReader, collect_stats, write_range_cache
+from ..calibration import RANGE_METHODS, FeedListReader, TensorStats, collect_stats, write_range_cache
 from ..families.base import Evaluation, Family
 from ..latency import compare
 from .base import ModelFile, Pass, PassContext
+from .channel_groups import hoist_concat_scale, plan, split_blocks
 from .graph_rewrites import (Graph, attr, conv_weights, drop_dead, fold_affine_into_next_conv, fuse_hardswish,
                              set_conv_params, topological_sort)
 from .optimize import PARITY_RTOL, output_drift
@@ -96,12 +99,16 @@ def conv_hardsigmoid_to_clip(model: onnx.ModelProto) -> int:
     return done
 
 
-def int8_form(src: Path, dst: Path) -> dict[str, int]:
+def int8_form(src: Path, dst: Path, channel_peaks: dict[str, np.ndarray] | None = None) -> dict[str, int]:
+    """The int8-friendly rewrite of `src`; blocks named in `channel_peaks` are split into channel groups."""
     model = onnx.load(str(src))
     fuse_hardswish(model)    # graphs kept at opset 13 still carry Mul(x, HardSigmoid(x))
     topological_sort(model)
-    counts = {"hardswish": hardswish_to_int8_form(model), "hardsigmoid": conv_hardsigmoid_to_clip(model)}
+    counts = {"channel_groups": split_blocks(model, channel_peaks)} if channel_peaks else {}
+    counts.update(hardswish=hardswish_to_int8_form(model), hardsigmoid=conv_hardsigmoid_to_clip(model))
     topological_sort(model)
+    if channel_peaks:
+        counts["concat_scale_hoisted"] = hoist_concat_scale(model)
     counts["scale_folded"] = fold_affine_into_next_conv(model)
     topological_sort(model)
     drop_dead(model)
@@ -110,15 +117,25 @@ def int8_form(src: Path, dst: Path) -> dict[str, int]:
 
 
 @dataclass
+class Prepared:
+    """An int8-form graph and its calibrated ranges; candidates differ in range method and float nodes."""
+    path: Path
+    stats: dict[str, TensorStats]
+    channel_groups: list[str]      # pointwise convs whose blocks were split (channel_groups.py)
+    counts: dict[str, Any]
+
+
+@dataclass
 class Candidate:
     path: Path
     method: str
     fp32_nodes: list[str]
     evaluation: Evaluation
+    channel_groups: list[str] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
         return {"method": self.method, "fp32_nodes": len(self.fp32_nodes), "value": round(self.evaluation.value, 5),
-                "passed": self.evaluation.passed}
+                "passed": self.evaluation.passed, "channel_groups": len(self.channel_groups)}
 
 
 def build_int8(src: Path, dst: Path, cache: Path, scheme: str, exclude: list[str]) -> Path:
@@ -207,27 +224,37 @@ class QuantizePass(Pass):
         work = ctx.workdir
         notes: dict[str, Any] = {"scheme": scheme, "candidates": []}
 
-        prepared = work / f"{ctx.role}.int8form.onnx"
-        notes["int8_form"] = int8_form(model.path, prepared)
         lat_feeds = family.latency_feeds(ctx.role, fp32, val, LATENCY_FEEDS)
-        if output_drift(model.path, prepared, lat_feeds[:2]) > PARITY_RTOL:
-            prepared, notes["int8_form"] = model.path, {"skipped": "the rewrite changed outputs"}
-
         feeds = family.calibration_feeds(ctx.role, fp32, calib, int(ctx.options.get("calib_limit", CALIBRATION_LIMIT)))
-        stats = collect_stats(prepared, feeds, work, threads=max(threads))
+
+        def prepare(peaks: dict[str, np.ndarray]) -> Prepared | None:
+            """The int8 form (channel groups for `peaks`), proven equal to FP32, with its ranges."""
+            path = work / f"{ctx.role}.int8form.g{len(peaks)}.onnx"
+            counts = int8_form(model.path, path, peaks)
+            if output_drift(model.path, path, lat_feeds[:2]) > PARITY_RTOL:
+                return None
+            return Prepared(path, collect_stats(path, feeds, work, threads=max(threads)), sorted(peaks), counts)
+
+        base = prepare({})
+        if base is None:
+            base = Prepared(model.path, collect_stats(model.path, feeds, work, threads=max(threads)), [],
+                            {"skipped": "the rewrite changed outputs"})
+        notes["int8_form"] = base.counts
         notes["calibration"] = {"inputs": len(feeds), "images": len(calib), "validation_images": len(val)}
         ctx.progress(f"quantize {ctx.role}: calibrated on {len(feeds)} inputs from {len(calib)} images")
 
-        def candidate(method: str, exclude: list[str]) -> Candidate:
-            cache = write_range_cache(stats, method, work / f"{ctx.role}.ranges.{method}.json")
-            out = build_int8(prepared, work / f"{ctx.role}.int8.{method}.{len(exclude)}.onnx", cache, scheme, exclude)
-            found = Candidate(out, method, exclude, family.evaluate(ctx.role, fp32, out, val))
+        def candidate(method: str, exclude: list[str], graph: Prepared = base) -> Candidate:
+            tag = f"{method}.g{len(graph.channel_groups)}.{len(exclude)}"
+            cache = write_range_cache(graph.stats, method, work / f"{ctx.role}.ranges.{tag}.json")
+            out = build_int8(graph.path, work / f"{ctx.role}.int8.{tag}.onnx", cache, scheme, exclude)
+            found = Candidate(out, method, exclude, family.evaluate(ctx.role, fp32, out, val), graph.channel_groups)
             notes["candidates"].append(found.row())
-            ctx.progress(f"quantize {ctx.role}: {method} ranges, {len(exclude)} nodes in float: "
+            groups = f", {len(graph.channel_groups)} blocks in channel groups" if graph.channel_groups else ""
+            ctx.progress(f"quantize {ctx.role}: {method} ranges, {len(exclude)} nodes in float{groups}: "
                          f"{found.evaluation.describe()}")
             return found
 
-        tried = [candidate(method, []) for method in ("minmax", "percentile")]
+        tried = [candidate(method, []) for method in RANGE_METHODS]
         measurable = ctx.target.accelerator == "cpu"
         if measurable:
             # Speed first: if the all-integer graph is not faster, keeping nodes in float will not make it so.
@@ -236,7 +263,15 @@ class QuantizePass(Pass):
                 notes.update(self._latency(model.path, tried[0].path, lat_feeds, threads))
                 return self._refuse(model, notes, tried[0], "INT8 is slower than FP32 even with every node in "
                                     f"integer ({_ratio_text(notes['latency_ms'], threads)})", started)
-        best = self._search(tried, candidate, prepared, lat_feeds, work)
+        better = max if tried[0].evaluation.higher_is_better else min
+        best = better(tried, key=lambda c: (c.evaluation.passed, c.evaluation.value))
+        if not best.evaluation.passed and base.counts.get("hardswish"):
+            ranked, peaks = plan(model.path, feeds, work)
+            notes["channel_group_blocks_ranked"] = len(ranked)
+            best = self._channel_groups(best, candidate, prepare, ranked, peaks)
+        if not best.evaluation.passed:      # last resort: single nodes in float
+            found = self._search(tried, candidate, base.path, lat_feeds, work)
+            best = better((best, found), key=lambda c: c.evaluation.value)
         if not best.evaluation.passed:
             if measurable:   # for the record only: the decision is already made
                 notes.update(self._latency(model.path, best.path, lat_feeds, threads, rounds=3))
@@ -253,7 +288,8 @@ class QuantizePass(Pass):
         speed = _ratio_text(notes["latency_ms"], threads)
         if max(notes["latency_ratio"], notes["latency_ratio_1thread"]) >= 1.0:
             return self._refuse(model, notes, best, f"INT8 is not faster than FP32 ({speed})", started)
-        return self._accept(model, notes, best, f"{best.evaluation.describe()}; {speed}", started, ctx)
+        groups = f"; {len(best.channel_groups)} blocks in channel groups" if best.channel_groups else ""
+        return self._accept(model, notes, best, f"{best.evaluation.describe()}{groups}; {speed}", started, ctx)
 
     def _search(self, tried: list[Candidate], make, prepared: Path, feeds, work: Path) -> Candidate:
         """Best plain candidate if it passes; else keep the worst nodes in float until one does."""
@@ -275,6 +311,26 @@ class QuantizePass(Pass):
         return best
 
     @staticmethod
+    def _channel_groups(best: Candidate, make, prepare, ranked: list[str], peaks) -> Candidate:
+        """Split the worst 1, 2, 4, ... blocks into channel groups (channel_groups.py) until a candidate
+        meets the budget; fewest first, since every split block costs time."""
+        better = max if best.evaluation.higher_is_better else min
+        counts = [c for c in SEARCH_STEPS if c < len(ranked)] + [len(ranked)] if ranked else []
+        stale = 0
+        for count in counts:
+            graph = prepare({name: peaks[name] for name in ranked[:count]})
+            if graph is None or stale >= STALE_STEPS:
+                break
+            found = [make(method, [], graph) for method in RANGE_METHODS]
+            passing = [c for c in found if c.evaluation.passed]
+            if passing:
+                return better(passing, key=lambda c: c.evaluation.value)
+            top = better(found, key=lambda c: c.evaluation.value)
+            stale = 0 if better(best.evaluation.value, top.evaluation.value) != best.evaluation.value else stale + 1
+            best = better((best, top), key=lambda c: c.evaluation.value)
+        return best
+
+    @staticmethod
     def _latency(fp32: Path, int8: Path, feeds, threads: list[int], rounds: int = LATENCY_ROUNDS) -> dict[str, Any]:
         """Flat numbers (the bundle's artifact metrics take floats): ms per model@threads and ratios."""
         ms, ratio = {}, {}
@@ -290,7 +346,7 @@ class QuantizePass(Pass):
         ev = chosen.evaluation
         return {"accepted": accepted, "reason": reason, "metric": ev.metric, "value": round(ev.value, 6),
                 "budget": ev.budget, "budget_is": "max" if ev.lower_is_better else "min", "samples": ev.samples,
-                "fp32_nodes": list(chosen.fp32_nodes),
+                "fp32_nodes": list(chosen.fp32_nodes), "channel_groups": list(chosen.channel_groups),
                 "calibration_method": chosen.method, "seconds": round(time.perf_counter() - started, 1)}
 
     def _accept(self, model: ModelFile, notes: dict[str, Any], chosen: Candidate, reason: str, started: float,
