@@ -161,7 +161,7 @@ def test_layout_ships_int8_with_channel_groups_within_the_bar(family_bundle):
     entry = Bundle.open(family_bundle("layout")).manifest.model("detector")
     chosen = entry.selected_artifact()
     assert chosen.precision == "int8", entry.decision
-    assert chosen.channel_groups and "blocks in channel groups" in entry.decision
+    assert chosen.channel_groups and "convs in channel groups" in entry.decision
     assert budget_metric(chosen.metrics)[1] >= BARS["box_f1"] and chosen.metrics["latency_ratio"] < 1.0
 
 

@@ -1,22 +1,23 @@
-"""Channel groups: give the narrow channels of a wide-ranging activation a quantization range of their own.
+"""Channel groups: give the narrow channels of a wide-ranging activation quantization ranges of their own.
 
-Why: onnxruntime quantizes an activation with one range per tensor. After BatchNorm folding, the
-pointwise convolutions of PP-LCNet / PicoDet give some output channels values 10-20x wider than
-others (picodet_lcnet_layout_cdla: widest/median channel range up to 21x); one 8-bit range for all
-of them leaves the narrow channels a few steps (10th-percentile channel SQNR 2-17 dB), and the
-depthwise convolution after them, which amplifies each channel on its own, passes the damage on:
-box F1 vs FP32 0.74-0.78. Cross-layer equalisation would rescale the channels, but the hard-swish
-between the convolutions is not scale-equivariant, so the scale cannot move through it.
+Why: onnxruntime quantizes an activation with one range per tensor. After BatchNorm folding, some
+convolutions of PP-LCNet / ESNet (PicoDet's backbones) give output channels 10-300x wider than
+others; one 8-bit range for all of them leaves the narrow channels a step or two, and the depthwise
+convolution after them, which amplifies each channel on its own, passes the damage on. Measured on
+picodet_s_320_coco: plain INT8 box F1 vs FP32 0.00; the same INT8 with per-channel activation ranges
+simulated on the 20 worst tensors: 1.00. Cross-layer equalisation would rescale the channels, but the
+hard-swish after each convolution is not scale-equivariant, so the scale cannot move through it.
 
-The rewrite, exact in float: a block  pointwise Conv P -> HardSwish -> depthwise Conv D -> HardSwish
-becomes one such chain per group of P's output channels (grouped by range: a channel under 1/SPREAD
-of its group's widest starts a new group), joined by a Concat. Each group's tensors get their own
-ranges. The Concat changes the channel order; the consumers' weights are permuted to match when
-they are all convolutions, else a Gather restores the order. Splitting costs time (more, smaller
-kernels), so blocks are ranked by how badly per-tensor 8-bit quantization treats their narrow
-channels, and the quantize pass splits the fewest worst blocks that meet the accuracy budget
-(measured on the layout model: the 4 worst of 27 blocks give box F1 1.0 at 0.57x FP32 latency;
-all 27: 0.75-0.84x).
+The rewrite, exact in float: a *seed* convolution is replaced by one convolution per group of its
+output channels (grouped by range: a channel under 1/SPREAD of its group's widest starts a new group).
+Its pieces travel on separately through per-channel operations (hard-swish, ReLU, max-pool,
+depthwise convolutions with their weights sliced, and Concat, which just collects pieces), each
+piece getting its own quantization range. Where the pieces meet a channel-mixing convolution they
+are joined: by a Concat with the convolution's input channels permuted to match when one range
+suits the joined tensor, else by one convolution per piece summed with Add. Any other consumer gets
+the original tensor back (Concat + Gather). Seeds are ranked by how few 8-bit levels their narrowest
+channels get; the quantize pass splits the fewest worst seeds that meet the accuracy budget, since
+each one costs time (more, smaller kernels).
 """
 from __future__ import annotations
 
@@ -30,86 +31,60 @@ from ..latency import session
 from .graph_rewrites import Graph, attr, fuse_hardswish, set_min_opset, topological_sort
 
 SPREAD = 8.0          # range ratio that opens a new group
-MAX_GROUPS = 2        # more groups measured no more accurate, and slower (layout: 0.88 vs 0.78 with 2)
+MAX_GROUPS = 2        # more groups measured no more accurate on the layout model, and slower
 DEAD = 1e-3           # channels under this share of the widest are ~0 everywhere: they join the widest group
+MIN_LEVELS = 16.0     # a tensor whose 10% narrowest live channels get fewer 8-bit levels needs groups
 SCORE_FEEDS = 4
-SCORE_KEEP = 30.0     # dB: a block whose narrow channels keep this much is not worth splitting
-LEVELS = 255          # uint8 activations
+CHANNELWISE = {"HardSwish", "Relu", "MaxPool"}     # per-channel operations the pieces pass through
 
 
-def find_blocks(g: Graph) -> list[tuple[onnx.NodeProto, ...]]:
-    """(P, HardSwish, D, HardSwish) chains where every link has a single consumer."""
-    blocks = []
-    for pw in g.g.node:
-        if pw.op_type != "Conv" or attr(pw, "group", 1) != 1 or g.const(pw.input[1]) is None:
-            continue
-        hs = g.only_consumer(pw.output[0])
-        dw = g.only_consumer(hs.output[0]) if hs is not None and hs.op_type == "HardSwish" else None
-        channels = g.const(pw.input[1]).shape[0]
-        if dw is None or dw.op_type != "Conv" or attr(dw, "group", 1) != channels or g.const(dw.input[1]) is None:
-            continue
-        hs2 = g.only_consumer(dw.output[0])
-        if hs2 is not None and hs2.op_type == "HardSwish" and len(pw.input) > 2 and len(dw.input) > 2:
-            blocks.append((pw, hs, dw, hs2))
-    return blocks
-
-
-def _channel_values(model: onnx.ModelProto, tensors: list[str], feeds: list[dict], workdir: Path):
-    """Yield {tensor: array (C, N)} per feed, from one session with the tensors as extra outputs."""
+def channel_peaks(model: onnx.ModelProto, feeds: list[dict], workdir: Path) -> dict[str, np.ndarray]:
+    """Largest |value| per channel of every 4-D float activation, over `feeds` (reduced in the graph)."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    rank4 = [v.name for v in list(inferred.graph.value_info) + list(inferred.graph.input)
+             if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and len(v.type.tensor_type.shape.dim) == 4]
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    probe.graph.output.extend([helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors])
+    outputs = []
+    for i, name in enumerate(rank4):
+        absolute, peak = f"edge_cg_abs{i}", f"edge_cg_peak{i}"
+        probe.graph.node.extend([helper.make_node("Abs", [name], [absolute]),
+                                 helper.make_node("ReduceMax", [absolute], [peak], axes=[0, 2, 3], keepdims=0)])
+        outputs.append(peak)
+    probe.graph.output.extend([helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in outputs])
     path = workdir / "channel_groups.probe.onnx"
     onnx.save(probe, str(path))
-    sess = session(path, 0)
-    for feed in feeds:
-        values = sess.run(tensors, feed)
-        yield {t: np.moveaxis(v, 1, 0).reshape(v.shape[1], -1) for t, v in zip(tensors, values)}
+    sess, peaks = session(path, 0), {}
+    for feed in feeds[:SCORE_FEEDS]:
+        for name, value in zip(rank4, sess.run(outputs, feed)):
+            peaks[name] = np.maximum(peaks[name], value) if name in peaks else value
     path.unlink()
+    return peaks
 
 
-def measure(model: onnx.ModelProto, feeds: list[dict], workdir: Path) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Per block (named by its pointwise conv): the 10th-percentile channel SQNR (dB) of its output
-    under one uint8 range, and each channel's largest |value|. Two runs over the feeds: ranges, errors."""
-    g = Graph(model)
-    blocks = {b[0].name: b[0].output[0] for b in find_blocks(g)}
-    if not blocks:
-        return {}, {}
-    feeds = feeds[:SCORE_FEEDS]
-    tensors = list(blocks.values())
-    lo = {t: np.inf for t in tensors}
-    hi = {t: -np.inf for t in tensors}
-    peak = {t: 0.0 for t in tensors}
-    for values in _channel_values(model, tensors, feeds, workdir):
-        for t, v in values.items():
-            lo[t], hi[t] = min(lo[t], float(v.min()), 0.0), max(hi[t], float(v.max()), 0.0)
-            peak[t] = np.maximum(peak[t], np.abs(v).max(axis=1))
-    signal = {t: 0.0 for t in tensors}
-    noise = {t: 0.0 for t in tensors}
-    for values in _channel_values(model, tensors, feeds, workdir):
-        for t, v in values.items():
-            step = (hi[t] - lo[t]) / LEVELS or 1.0
-            quantized = np.round((v - lo[t]) / step) * step + lo[t]
-            signal[t] = signal[t] + (v.astype(np.float64) ** 2).sum(axis=1)
-            noise[t] = noise[t] + ((v - quantized).astype(np.float64) ** 2).sum(axis=1)
-    scores = {}
-    for name, t in blocks.items():
-        live = peak[t] > DEAD * peak[t].max()
-        sqnr = 10 * np.log10(signal[t][live] / np.maximum(noise[t][live], 1e-24))
-        scores[name] = float(np.percentile(sqnr, 10)) if sqnr.size else 100.0
-    return scores, {name: peak[t] for name, t in blocks.items()}
+def levels(peak: np.ndarray) -> float:
+    """8-bit levels left to the 10th-percentile narrowest live channel under one shared range."""
+    live = peak > DEAD * peak.max()
+    return float(np.percentile(peak[live] / peak.max() * 255, 10)) if live.any() else 255.0
 
 
 def plan(src: Path, feeds: list[dict], workdir: Path) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Blocks of the FP32 graph at `src`, worst first (lowest narrow-channel SQNR), with their channel
-    peaks; blocks whose narrow channels keep SCORE_KEEP dB or more are left out (splitting them buys nothing)."""
+    """Seed candidates of the FP32 graph at `src`, worst first, and every activation's channel peaks.
+
+    A seed is a channel-mixing convolution feeding a hard-swish whose output leaves its narrow
+    channels fewer than MIN_LEVELS levels."""
     model = onnx.load(str(src))
     if fuse_hardswish(model):
         set_min_opset(model, 14)
         topological_sort(model)
-    scores, peaks = measure(model, feeds, workdir)
-    ranked = sorted((name for name in scores if scores[name] < SCORE_KEEP), key=scores.get)
-    return ranked, peaks
+    peaks = channel_peaks(model, feeds, workdir)
+    g, score = Graph(model), {}
+    for conv in g.g.node:
+        nxt = g.only_consumer(conv.output[0]) if conv.op_type == "Conv" else None
+        if (nxt is not None and nxt.op_type == "HardSwish" and attr(conv, "group", 1) == 1
+                and conv.output[0] in peaks and len(conv.input) > 2 and g.const(conv.input[1]) is not None):
+            score[conv.name] = levels(peaks[conv.output[0]])
+    return sorted((name for name in score if score[name] < MIN_LEVELS), key=score.get), peaks
 
 
 def groups_by_range(peak: np.ndarray) -> list[list[int]]:
@@ -128,57 +103,131 @@ def groups_by_range(peak: np.ndarray) -> list[list[int]]:
     return [sorted(group) for group in groups]
 
 
-def _copy_attrs(node: onnx.NodeProto, **override) -> dict:
-    found = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    found.update(override)
-    return found
+Piece = tuple[str, np.ndarray]     # tensor holding some channels of an original tensor, and their indices
 
 
-def split_blocks(model: onnx.ModelProto, peaks: dict[str, np.ndarray]) -> int:
-    """Split each block whose pointwise conv is named in `peaks` into channel groups; returns how many."""
-    g, done = Graph(model), 0
-    for pw, hs, dw, hs2 in find_blocks(g):
-        groups = groups_by_range(peaks[pw.name]) if pw.name in peaks else []
+class _Streams:
+    """One sweep over the graph in order, carrying split tensors as pieces (see the module text)."""
+
+    def __init__(self, model: onnx.ModelProto, peaks: dict[str, np.ndarray]):
+        self.g, self.peaks = Graph(model), peaks
+        self.pieces: dict[str, list[Piece]] = {}
+        self.nodes: list[onnx.NodeProto] = []
+        self.joined: set[str] = set()
+        self.count = 0
+
+    def fresh(self, base: str) -> str:
+        self.count += 1
+        return f"{base}_cg{self.count}"
+
+    def conv(self, like: onnx.NodeProto, x: str, w: np.ndarray, b: np.ndarray, **override) -> str:
+        out = self.fresh(like.output[0])
+        attrs = {a.name: helper.get_attribute_value(a) for a in like.attribute}
+        attrs.update(override)
+        self.nodes.append(helper.make_node("Conv", [x, self.g.add_const(out + "_w", w), self.g.add_const(out + "_b", b)],
+                                           [out], name=out, **attrs))
+        return out
+
+    def params(self, node: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray]:
+        w = self.g.const(node.input[1])
+        bias = self.g.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        return w, bias if bias is not None else np.zeros(w.shape[0], np.float32)
+
+    def run(self, seeds: set[str]) -> int:
+        split = 0
+        for node in list(self.g.g.node):
+            carried = [i for i in node.input if i in self.pieces]
+            if not carried and node.name in seeds and self._seed(node):
+                split += 1
+            elif not carried:
+                self.nodes.append(node)
+            elif not self._carry(node, carried[0]):
+                for tensor in carried:
+                    self._restore(tensor)
+                self.nodes.append(node)
+        for out in self.g.g.output:
+            if out.name in self.pieces:
+                self._restore(out.name)
+        del self.g.g.node[:]
+        self.g.g.node.extend(self.nodes)
+        return split
+
+    def _seed(self, node: onnx.NodeProto) -> bool:
+        groups = groups_by_range(self.peaks[node.output[0]])
         if len(groups) < 2:
-            continue
-        w, b, wd, bd = (g.const(n) for n in (pw.input[1], pw.input[2], dw.input[1], dw.input[2]))
-        outs = []
-        for k, idx in enumerate(groups):
-            p = f"{pw.name}_grp{k}"
-            g.g.node.extend([
-                helper.make_node("Conv", [pw.input[0], g.add_const(p + "_w", w[idx]), g.add_const(p + "_b", b[idx])],
-                                 [p + "_x"], name=p + "_pw", **_copy_attrs(pw)),
-                helper.make_node("HardSwish", [p + "_x"], [p + "_h"], name=p + "_hs"),
-                helper.make_node("Conv", [p + "_h", g.add_const(p + "_dw", wd[idx]), g.add_const(p + "_db", bd[idx])],
-                                 [p + "_d"], name=p + "_dw", **_copy_attrs(dw, group=len(idx))),
-                helper.make_node("HardSwish", [p + "_d"], [p + "_h2"], name=p + "_hs2")])
-            outs.append(p + "_h2")
-        _join(g, pw.name, outs, hs2.output[0], np.concatenate(groups))
-        g.drop(pw, hs, dw, hs2)
-        done += 1
-    g.commit()
+            return False
+        w, b = self.params(node)
+        self.pieces[node.output[0]] = [(self.conv(node, node.input[0], w[idx], b[idx]), np.array(idx))
+                                       for idx in groups]
+        return True
+
+    def _carry(self, node: onnx.NodeProto, tensor: str) -> bool:
+        """Pass the pieces of `tensor` through `node` if it works per channel; False if it cannot."""
+        pieces, out = self.pieces[tensor], node.output[0]
+        if node.op_type in CHANNELWISE and len(node.input) == 1 and len(node.output) == 1:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            self.pieces[out] = []
+            for piece, idx in pieces:
+                name = self.fresh(out)
+                self.nodes.append(helper.make_node(node.op_type, [piece], [name], name=name, **attrs))
+                self.pieces[out].append((name, idx))
+            return True
+        if node.op_type == "Concat" and attr(node, "axis", 0) == 1 and all(i in self.peaks for i in node.input):
+            self.pieces[out], offset = [], 0
+            for i in node.input:
+                own = self.pieces.get(i, [(i, np.arange(self.peaks[i].size))])
+                self.pieces[out] += [(piece, idx + offset) for piece, idx in own]
+                offset += self.peaks[i].size
+            return True
+        if node.op_type != "Conv" or node.input[0] != tensor or self.g.const(node.input[1]) is None:
+            return False
+        w, b = self.params(node)
+        group = attr(node, "group", 1)
+        if group == w.shape[0] == self.peaks[tensor].size and w.shape[1] == 1:       # depthwise: slice it
+            self.pieces[out] = [(self.conv(node, piece, w[idx], b[idx], group=len(idx)), idx) for piece, idx in pieces]
+            return True
+        if group != 1:
+            return False
+        order = np.concatenate([idx for _, idx in pieces])
+        if levels(self.peaks[tensor]) >= MIN_LEVELS:     # one range suits the joined tensor
+            joined = self.fresh(tensor + "_join")
+            self.nodes.append(helper.make_node("Concat", [p for p, _ in pieces], [joined], axis=1, name=joined))
+            node.input[0], node.input[1] = joined, self.g.add_const(node.input[1] + "_perm", w[:, order])
+            self.nodes.append(node)
+            return True
+        total = None            # conv(x) = sum over pieces of conv(piece) with that piece's input channels
+        for k, (piece, idx) in enumerate(pieces):
+            part = self.conv(node, piece, w[:, idx], b if k == 0 else np.zeros_like(b))
+            if total is not None:
+                name = out if k == len(pieces) - 1 else self.fresh(out + "_sum")
+                self.nodes.append(helper.make_node("Add", [total, part], [name], name=name))
+                part = name
+            total = part
+        return True
+
+    def _restore(self, tensor: str) -> None:
+        """The original tensor, channel order and all, for consumers that need it whole."""
+        if tensor in self.joined:
+            return
+        pieces = self.pieces[tensor]
+        joined, inverse = self.fresh(tensor + "_join"), self.fresh(tensor + "_order")
+        self.g.g.initializer.append(numpy_helper.from_array(
+            np.argsort(np.concatenate([idx for _, idx in pieces])).astype(np.int64), inverse))
+        self.nodes.extend([helper.make_node("Concat", [p for p, _ in pieces], [joined], axis=1, name=joined),
+                           helper.make_node("Gather", [joined, inverse], [tensor], axis=1, name=inverse + "_gather")])
+        self.joined.add(tensor)
+
+
+def split_channel_groups(model: onnx.ModelProto, peaks: dict[str, np.ndarray], seeds: list[str]) -> int:
+    """Split the named seed convolutions (a graph with HardSwish ops); returns how many were split."""
+    done = _Streams(model, peaks).run(set(seeds))
     topological_sort(model)
     return done
 
 
-def _join(g: Graph, base: str, parts: list[str], tensor: str, order: np.ndarray) -> None:
-    """Concat the groups into `tensor`; its consumers see the original channel order."""
-    users = g.consumers.get(tensor, [])
-    if tensor not in g.outputs and users and all(u.op_type == "Conv" and attr(u, "group", 1) == 1 for u in users):
-        for user in users:        # permuting the consumers' input channels costs nothing at run time
-            user.input[1] = g.add_const(user.input[1] + "_perm", g.const(user.input[1])[:, order])
-        g.g.node.append(helper.make_node("Concat", parts, [tensor], axis=1, name=base + "_grp_concat"))
-        return
-    inverse = base + "_grp_inverse"
-    g.g.initializer.append(numpy_helper.from_array(np.argsort(order).astype(np.int64), inverse))
-    g.g.node.extend([helper.make_node("Concat", parts, [base + "_grp_concat"], axis=1, name=base + "_grp_concat"),
-                     helper.make_node("Gather", [base + "_grp_concat", inverse], [tensor], axis=1,
-                                      name=base + "_grp_order")])
-
-
 def hoist_concat_scale(model: onnx.ModelProto) -> int:
     """Concat(x1*k, x2*k, ...) ==> Concat(x1, x2, ...)*k, so the scale can then fold into the next conv
-    (each group's hard-swish ends in a multiplication by 1/6)."""
+    (each piece's hard-swish ends in a multiplication by 1/6)."""
     g, done = Graph(model), 0
     for cat in list(g.g.node):
         if cat.op_type != "Concat":

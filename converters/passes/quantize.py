@@ -8,9 +8,9 @@ Steps (numbers measured on PP-OCRv4, see bench/quant_ocr.py):
    INT8 time). The rewrite is exact in float; it is checked like the optimize pass.
 2. Ranges from one calibration run (converters.calibration): MinMax and 99.999th percentile.
 3. Candidates with each range method are scored with the family metric against FP32 on the
-   validation images. If none meets the budget: first the conv -> hard-swish -> depthwise blocks
-   whose narrow channels suffer most from one per-tensor range are split into channel groups
-   (channel_groups.py), the worst 1, 2, 4, ... blocks, re-calibrated each time; then, as a last
+   validation images. If none meets the budget: first the convolutions whose narrow output channels
+   suffer most from one per-tensor range are split into channel groups (channel_groups.py), the
+   worst 1, 2, 4, ..., re-calibrated each time; then, as a last
    resort, the nodes whose outputs lose the most SQNR vs FP32 are kept in float, 1, 2, 4, ...
 4. Latency vs the FP32 input at 1 thread and at the profile's threads, alternating A/B. An INT8
    model that misses its budget or is not faster is refused: the FP32 input is returned unchanged.
@@ -39,7 +39,7 @@ from ..calibration import RANGE_METHODS, FeedListReader, TensorStats, collect_st
 from ..families.base import Evaluation, Family
 from ..latency import compare
 from .base import ModelFile, Pass, PassContext
-from .channel_groups import hoist_concat_scale, plan, split_blocks
+from .channel_groups import hoist_concat_scale, plan, split_channel_groups
 from .graph_rewrites import (Graph, attr, conv_weights, drop_dead, fold_affine_into_next_conv, fuse_hardswish,
                              set_conv_params, topological_sort)
 from .optimize import PARITY_RTOL, output_drift
@@ -99,15 +99,16 @@ def conv_hardsigmoid_to_clip(model: onnx.ModelProto) -> int:
     return done
 
 
-def int8_form(src: Path, dst: Path, channel_peaks: dict[str, np.ndarray] | None = None) -> dict[str, int]:
-    """The int8-friendly rewrite of `src`; blocks named in `channel_peaks` are split into channel groups."""
+def int8_form(src: Path, dst: Path, seeds: list[str] = (), peaks: dict[str, np.ndarray] | None = None) -> dict[str, int]:
+    """The int8-friendly rewrite of `src`; the `seeds` convolutions are split into channel groups
+    (channel_groups.py; `peaks`: every activation's per-channel peaks, from channel_groups.plan)."""
     model = onnx.load(str(src))
     fuse_hardswish(model)    # graphs kept at opset 13 still carry Mul(x, HardSigmoid(x))
     topological_sort(model)
-    counts = {"channel_groups": split_blocks(model, channel_peaks)} if channel_peaks else {}
+    counts = {"channel_groups": split_channel_groups(model, peaks or {}, list(seeds))} if seeds else {}
     counts.update(hardswish=hardswish_to_int8_form(model), hardsigmoid=conv_hardsigmoid_to_clip(model))
     topological_sort(model)
-    if channel_peaks:
+    if seeds:
         counts["concat_scale_hoisted"] = hoist_concat_scale(model)
     counts["scale_folded"] = fold_affine_into_next_conv(model)
     topological_sort(model)
@@ -121,7 +122,7 @@ class Prepared:
     """An int8-form graph and its calibrated ranges; candidates differ in range method and float nodes."""
     path: Path
     stats: dict[str, TensorStats]
-    channel_groups: list[str]      # pointwise convs whose blocks were split (channel_groups.py)
+    channel_groups: list[str]      # seed convolutions split into channel groups (channel_groups.py)
     counts: dict[str, Any]
 
 
@@ -227,15 +228,15 @@ class QuantizePass(Pass):
         lat_feeds = family.latency_feeds(ctx.role, fp32, val, LATENCY_FEEDS)
         feeds = family.calibration_feeds(ctx.role, fp32, calib, int(ctx.options.get("calib_limit", CALIBRATION_LIMIT)))
 
-        def prepare(peaks: dict[str, np.ndarray]) -> Prepared | None:
-            """The int8 form (channel groups for `peaks`), proven equal to FP32, with its ranges."""
-            path = work / f"{ctx.role}.int8form.g{len(peaks)}.onnx"
-            counts = int8_form(model.path, path, peaks)
+        def prepare(seeds: list[str], peaks: dict[str, np.ndarray] | None = None) -> Prepared | None:
+            """The int8 form (`seeds` split into channel groups), proven equal to FP32, with its ranges."""
+            path = work / f"{ctx.role}.int8form.g{len(seeds)}.onnx"
+            counts = int8_form(model.path, path, seeds, peaks)
             if output_drift(model.path, path, lat_feeds[:2]) > PARITY_RTOL:
                 return None
-            return Prepared(path, collect_stats(path, feeds, work, threads=max(threads)), sorted(peaks), counts)
+            return Prepared(path, collect_stats(path, feeds, work, threads=max(threads)), list(seeds), counts)
 
-        base = prepare({})
+        base = prepare([])
         if base is None:
             base = Prepared(model.path, collect_stats(model.path, feeds, work, threads=max(threads)), [],
                             {"skipped": "the rewrite changed outputs"})
@@ -249,7 +250,7 @@ class QuantizePass(Pass):
             out = build_int8(graph.path, work / f"{ctx.role}.int8.{tag}.onnx", cache, scheme, exclude)
             found = Candidate(out, method, exclude, family.evaluate(ctx.role, fp32, out, val), graph.channel_groups)
             notes["candidates"].append(found.row())
-            groups = f", {len(graph.channel_groups)} blocks in channel groups" if graph.channel_groups else ""
+            groups = f", {len(graph.channel_groups)} convs in channel groups" if graph.channel_groups else ""
             ctx.progress(f"quantize {ctx.role}: {method} ranges, {len(exclude)} nodes in float{groups}: "
                          f"{found.evaluation.describe()}")
             return found
@@ -267,7 +268,7 @@ class QuantizePass(Pass):
         best = better(tried, key=lambda c: (c.evaluation.passed, c.evaluation.value))
         if not best.evaluation.passed and base.counts.get("hardswish"):
             ranked, peaks = plan(model.path, feeds, work)
-            notes["channel_group_blocks_ranked"] = len(ranked)
+            notes["channel_group_seeds_ranked"] = len(ranked)
             best = self._channel_groups(best, candidate, prepare, ranked, peaks)
         if not best.evaluation.passed:      # last resort: single nodes in float
             found = self._search(tried, candidate, base.path, lat_feeds, work)
@@ -288,7 +289,7 @@ class QuantizePass(Pass):
         speed = _ratio_text(notes["latency_ms"], threads)
         if max(notes["latency_ratio"], notes["latency_ratio_1thread"]) >= 1.0:
             return self._refuse(model, notes, best, f"INT8 is not faster than FP32 ({speed})", started)
-        groups = f"; {len(best.channel_groups)} blocks in channel groups" if best.channel_groups else ""
+        groups = f"; {len(best.channel_groups)} convs in channel groups" if best.channel_groups else ""
         return self._accept(model, notes, best, f"{best.evaluation.describe()}{groups}; {speed}", started, ctx)
 
     def _search(self, tried: list[Candidate], make, prepared: Path, feeds, work: Path) -> Candidate:
@@ -312,13 +313,13 @@ class QuantizePass(Pass):
 
     @staticmethod
     def _channel_groups(best: Candidate, make, prepare, ranked: list[str], peaks) -> Candidate:
-        """Split the worst 1, 2, 4, ... blocks into channel groups (channel_groups.py) until a candidate
-        meets the budget; fewest first, since every split block costs time."""
+        """Split the worst 1, 2, 4, ... seed convolutions into channel groups (channel_groups.py) until a
+        candidate meets the budget; fewest first, since every split costs time."""
         better = max if best.evaluation.higher_is_better else min
         counts = [c for c in SEARCH_STEPS if c < len(ranked)] + [len(ranked)] if ranked else []
         stale = 0
         for count in counts:
-            graph = prepare({name: peaks[name] for name in ranked[:count]})
+            graph = prepare(ranked[:count], peaks)
             if graph is None or stale >= STALE_STEPS:
                 break
             found = [make(method, [], graph) for method in RANGE_METHODS]

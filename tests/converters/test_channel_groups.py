@@ -57,12 +57,12 @@ def test_split_is_exact_and_int8_with_it_is_closer_to_fp32(layout, tmp_path):
     fp32_models = {"detector": fp32}
     feeds = family.calibration_feeds("detector", fp32_models, pictures, 16)
     ranked, peaks = plan(fp32, feeds, tmp_path)
-    assert len(ranked) >= 4 and set(ranked) <= set(peaks)
+    assert len(ranked) >= 4
 
     f1 = {}
     for blocks in (0, 4):
         form = tmp_path / f"form{blocks}.onnx"
-        counts = int8_form(fp32, form, {name: peaks[name] for name in ranked[:blocks]})
+        counts = int8_form(fp32, form, ranked[:blocks], peaks)
         assert counts.get("channel_groups", 0) == blocks
         concats = Counter(n.op_type for n in onnx.load(str(form)).graph.node)["Concat"]
         if blocks:
