@@ -29,10 +29,13 @@ PICTURES = ("det_layout.jpg", "ocr_1.jpg", "ocr_11.jpg", "ocr_en_img623.jpg")
 
 def test_groups_put_narrow_channels_apart_and_dead_ones_with_the_widest():
     peaks = np.array([10.0, 0.5, 9.0, 0.0, 1.0, 2.0])
-    groups = groups_by_range(peaks)
-    assert len(groups) == MAX_GROUPS == 2
-    assert groups == [[0, 2, 3, 5], [1, 4]]          # 2.0 is within 8x of 10; 1.0 and 0.5 are not
-    assert groups_by_range(np.array([4.0, 3.0, 1.0])) == [[0, 1, 2]]
+    # live span 10 / 0.6 (5th percentile) needs 2 groups of equal ratio: the cut is at 10 * 0.06 ** 0.5
+    assert groups_by_range(peaks) == [[0, 2, 3], [1, 4, 5]]
+    assert groups_by_range(np.array([4.0, 3.0, 1.0])) == [[0, 1, 2]]        # within SPREAD: one group
+    wide = np.geomspace(1000.0, 0.001, 60)                                   # 10^6: more than MAX_GROUPS needed
+    groups = groups_by_range(wide)
+    assert len(groups) == MAX_GROUPS and sorted(sum(groups, [])) == list(range(60))
+    assert all(max(wide[g]) > min(wide[g]) for g in groups) and groups[0][0] == 0
 
 
 @pytest.fixture(scope="module")
