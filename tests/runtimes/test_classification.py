@@ -123,11 +123,11 @@ def test_family_feeds_and_verdicts(bundle_dir, tmp_path):
     pictures = [IMAGES / name for name in DEMOS]
     calib = family.calibration_feeds("classifier", fp32, pictures, limit=16)
     timing = family.latency_feeds("classifier", fp32, pictures, limit=16)
-    assert len(calib) == 8 and len(timing) == 4                      # 4 and 2 views of each picture
+    assert len(calib) == 8 and len(timing) == 8                      # 4 views and 4 quarter turns of each
     assert all(f["x"].shape == (1, 3, 224, 224) for f in calib + timing)
     assert not any(np.allclose(c["x"], t["x"]) for c in calib for t in timing)
     same = family.evaluate("classifier", fp32, fp32["classifier"], pictures)
-    assert same.passed and same.value == 1.0 and same.samples == 4
+    assert same.passed and same.value == 1.0 and same.samples == 8
 
     prepared, int8 = tmp_path / "pre.onnx", tmp_path / "int8.onnx"
     quant_pre_process(str(fp32["classifier"]), str(prepared), skip_symbolic_shape=True)
@@ -136,4 +136,4 @@ def test_family_feeds_and_verdicts(bundle_dir, tmp_path):
     verdict = family.evaluate("classifier", fp32, int8, pictures)
     # the two demos are clear cases (FP32 scores ~0.9): INT8 LCNet keeps every answer
     assert verdict.metric == "top1_agreement vs fp32" and verdict.budget == 1.0
-    assert verdict.value == 1.0 and verdict.passed and verdict.samples == 4
+    assert verdict.value == 1.0 and verdict.passed and verdict.samples == 8
