@@ -41,7 +41,7 @@ def build_onnx_int8(fp32: ModelFile, ctx: PassContext) -> BuildResult:
     report = result.notes["quantize"]
     if not report["accepted"]:
         return BuildResult(None, f"refused: {report['reason']}")
-    metrics = {report["metric"]: report["value"], "latency_ratio": report["latency_ratio"]}
+    metrics = {report["metric"]: report["value"], **report.get("extras", {}), "latency_ratio": report["latency_ratio"]}
     metrics.update({f"latency_ms_{k}": v for k, v in report.get("latency_ms", {}).items()})
     return BuildResult(BuiltArtifact(result.path, "onnx", "int8", ctx.target.quantization, _target_name(ctx),
                                      metrics, list(report.get("fp32_nodes", [])),

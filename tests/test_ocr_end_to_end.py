@@ -43,6 +43,8 @@ def test_manifest_records_roles_sources_choices_and_measurements(ocr_bundle_dir)
             budget_metric = {"det": "box_f1", "cls": "top1", "rec": "cer"}[entry.role]
             value = next(v for k, v in chosen.metrics.items() if k.startswith(budget_metric))
             assert value <= CER_BUDGET if entry.role == "rec" else value >= 0.99
+            if entry.role == "det":     # and what a user reads through that det changed by at most the CER budget
+                assert chosen.metrics["page_text_cer vs fp32"] <= CER_BUDGET
     rec = manifest.model("rec")
     assert rec.postprocess["character_dict"] in {f.path for f in manifest.files}
 

@@ -8,7 +8,7 @@ task's own metric and budget.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +28,14 @@ class Evaluation:
     passed: bool
     samples: int         # how many boxes / lines / images the value is computed over
     lower_is_better: bool = False    # error rates (CER): the budget is an upper bound
+    extras: dict[str, float] = field(default_factory=dict)   # further measurements the verdict also used
 
     def describe(self) -> str:
         relation = "<=" if self.lower_is_better else ">="
         verdict = "within" if self.passed else "misses"
-        return f"{self.metric} {self.value:.4f} {verdict} budget {relation} {self.budget:g} ({self.samples} samples)"
+        more = "".join(f", {name} {value:.4f}" for name, value in self.extras.items())
+        return (f"{self.metric} {self.value:.4f}{more} {verdict} budget {relation} {self.budget:g} "
+                f"({self.samples} samples)")
 
     @property
     def higher_is_better(self) -> bool:

@@ -346,6 +346,7 @@ class QuantizePass(Pass):
     def _verdict(accepted: bool, chosen: Candidate, reason: str, started: float) -> dict[str, Any]:
         ev = chosen.evaluation
         return {"accepted": accepted, "reason": reason, "metric": ev.metric, "value": round(ev.value, 6),
+                "extras": {k: round(v, 6) for k, v in ev.extras.items()},
                 "budget": ev.budget, "budget_is": "max" if ev.lower_is_better else "min", "samples": ev.samples,
                 "fp32_nodes": list(chosen.fp32_nodes), "channel_groups": list(chosen.channel_groups),
                 "calibration_method": chosen.method, "seconds": round(time.perf_counter() - started, 1)}
