@@ -42,8 +42,10 @@ CHANNELWISE = {"HardSwish", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAve
 def channel_peaks(model: onnx.ModelProto, feeds: list[dict], workdir: Path) -> dict[str, np.ndarray]:
     """Largest |value| per channel of every 4-D float activation, over `feeds` (reduced in the graph)."""
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    # axis 1 must be a fixed channel count: after a transpose it can be a width that changes per input
     rank4 = [v.name for v in list(inferred.graph.value_info) + list(inferred.graph.input)
-             if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and len(v.type.tensor_type.shape.dim) == 4]
+             if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and len(v.type.tensor_type.shape.dim) == 4
+             and v.type.tensor_type.shape.dim[1].dim_value > 0]
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     outputs = []
@@ -55,12 +57,15 @@ def channel_peaks(model: onnx.ModelProto, feeds: list[dict], workdir: Path) -> d
     probe.graph.output.extend([helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in outputs])
     path = workdir / "channel_groups.probe.onnx"
     onnx.save(probe, str(path))
-    sess, peaks = session(path, 0), {}
+    sess, peaks, unstable = session(path, 0), {}, set()
     for feed in feeds[:SCORE_FEEDS]:
         for name, value in zip(rank4, sess.run(outputs, feed)):
-            peaks[name] = np.maximum(peaks[name], value) if name in peaks else value
+            if name in peaks and peaks[name].shape != value.shape:
+                unstable.add(name)          # shape inference could not tell; not a channel axis either
+            elif name not in unstable:
+                peaks[name] = np.maximum(peaks[name], value) if name in peaks else value
     path.unlink()
-    return peaks
+    return {name: peak for name, peak in peaks.items() if name not in unstable}
 
 
 def levels(peak: np.ndarray) -> float:

@@ -19,6 +19,7 @@ from converters.calibration import collect_stats
 from converters.families import family_for
 from converters.latency import compare, session
 from converters.passes.base import ModelFile, PassContext, Target
+from converters.passes.channel_groups import plan
 from converters.passes.optimize import OptimizePass, output_drift
 from converters.passes.paddle_to_onnx import PaddleToOnnxPass
 from converters.passes.quantize import QuantizePass, int8_form
@@ -160,3 +161,15 @@ def test_latency_compare_reports_every_model(ocr):
     lat = compare({"a": fp32["cls"], "b": fp32["cls"]}, feeds, threads=1, rounds=2)
     assert set(lat.median_ms) == {"a", "b"} and lat.runs == 2 * len(feeds)
     assert all(np.isfinite(v) and v > 0 for v in lat.median_ms.values())
+
+
+def test_channel_group_plan_ignores_axes_that_are_not_channels(ocr, tmp_path):
+    """rec inputs of different widths (long lines are padded wider): tensors whose axis 1 is a width after
+    a transpose are not channels; their 'peaks' would not even have one shape (make demo hit this)."""
+    family, fp32, images = ocr
+    feed = family.calibration_feeds("rec", fp32, images, 1)[0]
+    name = next(iter(feed))
+    wider = {name: np.pad(feed[name], ((0, 0), (0, 0), (0, 0), (0, feed[name].shape[3])))}
+    ranked, peaks = plan(fp32["rec"], [feed, wider], tmp_path)
+    assert peaks and all(p.ndim == 1 and p.size > 0 for p in peaks.values())
+    assert set(ranked) <= {n.name for n in onnx.load(str(fp32["rec"])).graph.node}
