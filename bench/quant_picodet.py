@@ -6,20 +6,18 @@ never saw: box F1 of INT8 vs FP32 (IoU >= 0.5, same label, at the export's draw_
 is, centred 80% crop, mirrored, bottom-right crop) and the latency ratio INT8/FP32 at 1 and 2 threads
 (alternating runs, medians). Also prints what the converter recorded: its validation F1 and how many
 convolutions it split into channel groups.
-Usage: python bench/quant_picodet.py [--out DIR] [--rounds N]
+Usage: python bench/quant_picodet.py [--rounds N]   (bundles are kept in bundles/<export name>)
 """
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.layout_vs_rapid_layout import ensure_bundle  # noqa: E402
 from converters.families import detection, family_for  # noqa: E402
 from converters.latency import compare  # noqa: E402
 from converters.sources import load_source  # noqa: E402
@@ -36,25 +34,14 @@ MODELS = {   # export -> (calibration pictures, held-out pictures)
 HELD_OUT_VIEWS = (("original",), ("crop_center",), ("mirror",), ("crop_bottom_right",))
 
 
-def convert(export: Path, pictures: tuple[str, ...], out: Path) -> Bundle:
-    if not (out / "manifest.json").is_file():
-        with tempfile.TemporaryDirectory() as calib:
-            for name in pictures:
-                shutil.copyfile(SHARED / "images" / name, Path(calib) / name)
-            subprocess.run([sys.executable, "-m", "edge", "convert", str(export), "--profile", "x86-vnni",
-                            "--calib", calib, "-o", str(out), "--quiet"], cwd=ROOT, check=True)
-    return Bundle.open(out)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--out", type=Path, default=ROOT / "bundles")
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     detection.VIEWS["evaluation"] = HELD_OUT_VIEWS     # this bench's own, wider look at held-out pictures
     for name, (calibration, held_out) in MODELS.items():
         export = SHARED / "models" / "PP-PicoDet" / name
-        bundle = convert(export, calibration, args.out / name)
+        bundle = Bundle.open(ensure_bundle(None, export, calibration, name))
         entry = bundle.manifest.model("detector")
         by_precision = {a.precision: bundle.root / a.path for a in entry.artifacts}
         if "int8" not in by_precision:

@@ -142,7 +142,7 @@ class _Streams:
         return w, bias if bias is not None else np.zeros(w.shape[0], np.float32)
 
     def run(self, seeds: set[str]) -> int:
-        self.seeds, split = seeds, 0
+        split = 0
         for node in list(self.g.g.node):
             carried = [i for i in node.input if i in self.pieces]
             if node.name in seeds and self._seed(node, carried):

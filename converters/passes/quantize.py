@@ -319,8 +319,10 @@ class QuantizePass(Pass):
         counts = [c for c in SEARCH_STEPS if c < len(ranked)] + [len(ranked)] if ranked else []
         stale = 0
         for count in counts:
+            if stale >= STALE_STEPS:
+                break      # checked before preparing: a rewrite + calibration run the search would not use
             graph = prepare(ranked[:count], peaks)
-            if graph is None or stale >= STALE_STEPS:
+            if graph is None:
                 break
             found = [make(method, [], graph) for method in RANGE_METHODS]
             passing = [c for c in found if c.evaluation.passed]
