@@ -41,6 +41,11 @@ class Evaluation:
     def higher_is_better(self) -> bool:
         return not self.lower_is_better
 
+    @property
+    def rank(self) -> tuple[bool, float]:
+        """Sort key, largest best: within budget first, then the more faithful value."""
+        return self.passed, self.value if self.higher_is_better else -self.value
+
 
 class Family(ABC):
     """One task's converter-side knowledge. Subclasses set `task` and are listed in FAMILIES."""

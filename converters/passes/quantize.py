@@ -6,7 +6,7 @@ Steps (numbers measured on PP-OCRv4, see bench/quant_ocr.py):
    into the next conv), Conv -> HardSigmoid becomes Conv' -> Clip(0, 1). onnxruntime has no integer
    HardSwish/HardSigmoid, so otherwise each sits between a dequantize and a quantize (det: 41% of
    INT8 time). The rewrite is exact in float; it is checked like the optimize pass.
-2. Ranges from one calibration run (converters.calibration): MinMax and 99.999th percentile.
+2. Ranges from one calibration run (converters.calibration): MinMax, 99.999th and 99.99th percentile.
 3. Candidates with each range method are scored with the family metric against FP32 on the
    validation images. If none meets the budget: first the convolutions whose narrow output channels
    suffer most from one per-tensor range are split into channel groups (channel_groups.py), the
@@ -264,15 +264,14 @@ class QuantizePass(Pass):
                 notes.update(self._latency(model.path, tried[0].path, lat_feeds, threads))
                 return self._refuse(model, notes, tried[0], "INT8 is slower than FP32 even with every node in "
                                     f"integer ({_ratio_text(notes['latency_ms'], threads)})", started)
-        better = max if tried[0].evaluation.higher_is_better else min
-        best = better(tried, key=lambda c: (c.evaluation.passed, c.evaluation.value))
+        best = max(tried, key=lambda c: c.evaluation.rank)
         if not best.evaluation.passed and base.counts.get("hardswish"):
             ranked, peaks = plan(model.path, feeds, work)
             notes["channel_group_seeds_ranked"] = len(ranked)
             best = self._channel_groups(best, candidate, prepare, ranked, peaks)
         if not best.evaluation.passed:      # last resort: single nodes in float
             found = self._search(tried, candidate, base.path, lat_feeds, work)
-            best = better((best, found), key=lambda c: c.evaluation.value)
+            best = max((best, found), key=lambda c: c.evaluation.rank)
         if not best.evaluation.passed:
             if measurable:   # for the record only: the decision is already made
                 notes.update(self._latency(model.path, best.path, lat_feeds, threads, rounds=3))
@@ -294,11 +293,9 @@ class QuantizePass(Pass):
 
     def _search(self, tried: list[Candidate], make, prepared: Path, feeds, work: Path) -> Candidate:
         """Best plain candidate if it passes; else keep the worst nodes in float until one does."""
-        better = max if tried[0].evaluation.higher_is_better else min
-        passing = [c for c in tried if c.evaluation.passed]
-        if passing:                  # same graph, same speed: the more faithful ranges
-            return better(passing, key=lambda c: c.evaluation.value)
-        base = better(tried, key=lambda c: c.evaluation.value)
+        base = max(tried, key=lambda c: c.evaluation.rank)
+        if base.evaluation.passed:   # same graph, same speed: the more faithful ranges
+            return base
         ranking = sqnr_drop_ranking(prepared, base.path, feeds[:RANKING_FEEDS], work)
         best, stale = base, 0
         for count in SEARCH_STEPS:
@@ -307,15 +304,14 @@ class QuantizePass(Pass):
             found = make(base.method, ranking[:count])
             if found.evaluation.passed:
                 return found
-            stale = 0 if better(best.evaluation.value, found.evaluation.value) != best.evaluation.value else stale + 1
-            best = better((best, found), key=lambda c: c.evaluation.value)
+            stale = 0 if found.evaluation.rank > best.evaluation.rank else stale + 1
+            best = max((best, found), key=lambda c: c.evaluation.rank)
         return best
 
     @staticmethod
     def _channel_groups(best: Candidate, make, prepare, ranked: list[str], peaks) -> Candidate:
         """Split the worst 1, 2, 4, ... seed convolutions into channel groups (channel_groups.py) until a
         candidate meets the budget; fewest first, since every split costs time."""
-        better = max if best.evaluation.higher_is_better else min
         counts = [c for c in SEARCH_STEPS if c < len(ranked)] + [len(ranked)] if ranked else []
         stale = 0
         for count in counts:
@@ -325,12 +321,11 @@ class QuantizePass(Pass):
             if graph is None:
                 break
             found = [make(method, [], graph) for method in RANGE_METHODS]
-            passing = [c for c in found if c.evaluation.passed]
-            if passing:
-                return better(passing, key=lambda c: c.evaluation.value)
-            top = better(found, key=lambda c: c.evaluation.value)
-            stale = 0 if better(best.evaluation.value, top.evaluation.value) != best.evaluation.value else stale + 1
-            best = better((best, top), key=lambda c: c.evaluation.value)
+            top = max(found, key=lambda c: c.evaluation.rank)
+            if top.evaluation.passed:
+                return top
+            stale = 0 if top.evaluation.rank > best.evaluation.rank else stale + 1
+            best = max((best, top), key=lambda c: c.evaluation.rank)
         return best
 
     @staticmethod
@@ -350,6 +345,7 @@ class QuantizePass(Pass):
         return {"accepted": accepted, "reason": reason, "metric": ev.metric, "value": round(ev.value, 6),
                 "extras": {k: round(v, 6) for k, v in ev.extras.items()},
                 "budget": ev.budget, "budget_is": "max" if ev.lower_is_better else "min", "samples": ev.samples,
+                "within_budget": ev.passed,     # the value and every extra measurement the family checks
                 "fp32_nodes": list(chosen.fp32_nodes), "channel_groups": list(chosen.channel_groups),
                 "calibration_method": chosen.method, "seconds": round(time.perf_counter() - started, 1)}
 

@@ -14,8 +14,7 @@ from ..bundle import Bundle, ModelEntry
 from ..errors import BundleError
 from .base import ModelRunner, Stopwatch, Task, TaskOutput, Timings
 from .ocr_db import DbParams, add_margin, db_boxes, remove_margin
-from .ocr_text import (aspect_order, crop_text, ctc_decode, load_charset, reading_order, rec_batch,
-                       rotate_upside_down)
+from .ocr_text import crop_text, ctc_decode, line_batches, load_charset, reading_order, rec_batch, rotate_upside_down
 
 UPSIDE_DOWN_LABEL = "180"
 
@@ -94,6 +93,10 @@ class LineInput(_Strict):
             field = ".".join(str(p) for p in first["loc"])
             raise BundleError(f"{where}: pre-processing gives no valid {field} ({first['msg']}); it needs a "
                               f"rec_resize op with height and width") from None
+
+    def batches(self, crops: list[np.ndarray], size: int) -> list[list[int]]:
+        """Crop indices in the batches this model reads them in (ocr_text.line_batches)."""
+        return line_batches(crops, size, floor=self.min_width / self.height)
 
     def batch(self, crops: list[np.ndarray]) -> np.ndarray:
         return rec_batch(crops, self.height, self.min_width, self.max_width, scale=self.scale,
@@ -179,10 +182,8 @@ class OcrTask(Task):
         watch = watch or Stopwatch(Timings())
         readings: list[tuple[str, float]] = [("", 0.0)] * len(crops)
         with watch("pre"):
-            order = aspect_order(crops).tolist()
-        size = self.rec_params.batch_size
-        for start in range(0, len(order), size):
-            members = order[start:start + size]
+            batches = self.rec_input.batches(crops, self.rec_params.batch_size)
+        for members in batches:
             with watch("pre"):
                 batch = self.rec_input.batch([crops[i] for i in members])
             with watch("infer"):

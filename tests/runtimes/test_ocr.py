@@ -19,7 +19,7 @@ from runtimes.errors import BundleError
 from runtimes.tasks import load_task
 from runtimes.tasks.ocr import OcrTask
 from runtimes.tasks.ocr_db import db_boxes
-from runtimes.tasks.ocr_text import crop_text, ctc_decode, load_charset, rec_batch, sort_boxes
+from runtimes.tasks.ocr_text import PAD_SPREAD, crop_text, ctc_decode, line_batches, load_charset, rec_batch, sort_boxes
 from runtimes.tasks.preprocess import Frame
 
 MULTI_LINE = ["ocr_en_img623.jpg", "ocr_1.jpg", "ocr_11.jpg"]
@@ -219,6 +219,22 @@ def test_rec_batch_width_follows_the_widest_crop_and_pads_with_zeros() -> None:
     assert narrow.shape == (1, 3, 48, 320)                  # never below the nominal width
     capped = rec_batch([wide], height=48, min_width=192, max_width=192)
     assert capped.shape == (1, 3, 48, 192) and capped[0, :, :, -1].any()
+
+
+def test_line_batches_keep_lines_of_like_width_together() -> None:
+    def line(width: int) -> np.ndarray:
+        return np.zeros((48, width, 3), np.uint8)
+    # aspects 1.5, 7, 2, 14, 3, 6.5, 30: short words never share a batch with a line 2x wider
+    crops = [line(w) for w in (72, 336, 96, 672, 144, 312, 1440)]
+    batches = line_batches(crops, size=6)
+    assert sorted(i for b in batches for i in b) == list(range(len(crops)))
+    assert batches == [[0, 2, 4], [5, 1], [3], [6]]
+    for members in batches:
+        aspects = [crops[i].shape[1] / 48 for i in members]
+        assert max(aspects) <= PAD_SPREAD * min(aspects)
+    # the model's minimum width: below it every line is padded to it anyway, so they batch together
+    assert line_batches(crops[:3], size=6, floor=320 / 48) == [[0, 2, 1]]
+    assert [len(b) for b in line_batches([line(96)] * 14, size=6)] == [6, 6, 2]
 
 
 def test_crop_text_rectifies_and_turns_vertical_lines(shared_dir: Path) -> None:
