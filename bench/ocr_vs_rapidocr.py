@@ -4,6 +4,7 @@ Prints per image: median end-to-end milliseconds of each (alternating runs, same
 their ratio, and text agreement (CER of our text against theirs, lines joined in reading order), twice:
 against rapidocr's defaults, and against rapidocr with its detector given the export's own settings
 (the same resize and thresholds our bundle uses), where differences come from the models, not settings.
+Beside each CER: the same for our bundle's FP32 twin (untimed), so settings and INT8 can be told apart.
 Usage: python bench/ocr_vs_rapidocr.py [BUNDLE] [--threads N] [--runs N] [--images DIR]
 Without BUNDLE it converts ../shared/models/PP-OCR for x86-vnni into bundles/ppocr, calibrated on the
 shared text pictures.
@@ -69,10 +70,16 @@ def export_settings(bundle: Bundle) -> dict:
             "det_unclip_ratio": post["unclip_ratio"], "det_use_dilation": False}
 
 
-def compare_with(peer_name: str, ours, theirs, images: Path, runs: int) -> None:
+def agreement(lines: list[str], their_lines: list[str]) -> float:
+    """CER of our text against theirs, lines joined in reading order (0 when neither reads anything)."""
+    return cer(["".join(lines)], ["".join(their_lines)]) if their_lines or lines else 0.0
+
+
+def compare_with(peer_name: str, ours, twin, theirs, images: Path, runs: int) -> None:
+    """`twin`: our bundle's FP32 artifacts, untimed: how much of the disagreement is settings, not INT8."""
     print(f"--- peer: rapidocr_onnxruntime, {peer_name}")
     total_ours = total_theirs = 0.0
-    errors = chars = 0
+    errors = twin_errors = chars = 0
     for name in IMAGES:
         image = cv2.imread(str(images / name))
         ours(image), theirs(image)                 # warm-up (sessions, allocators)
@@ -89,13 +96,15 @@ def compare_with(peer_name: str, ours, theirs, images: Path, runs: int) -> None:
         their_lines = [line[1] for line in (their_out[0] or [])]
         a, b = statistics.median(our_ms), statistics.median(their_ms)
         total_ours, total_theirs = total_ours + a, total_theirs + b
-        ref = "".join(their_lines)
-        agreement = cer(["".join(our_lines)], [ref]) if their_lines or our_lines else 0.0
-        errors, chars = errors + agreement * max(len(ref), 1), chars + max(len(ref), 1)
+        size = max(len("".join(their_lines)), 1)
+        ours_cer = agreement(our_lines, their_lines)
+        twin_cer = agreement([r["text"] for r in twin(image).results], their_lines)
+        errors, twin_errors, chars = errors + ours_cer * size, twin_errors + twin_cer * size, chars + size
         print(f"{name:20s} ours {a:8.1f} ms  rapidocr {b:8.1f} ms  ratio {a / b:5.2f}  "
-              f"lines {len(our_lines):2d}/{len(their_lines):2d}  CER vs peer {agreement:.3f}")
+              f"lines {len(our_lines):2d}/{len(their_lines):2d}  CER vs peer {ours_cer:.3f} (fp32 twin {twin_cer:.3f})")
     print(f"TOTAL end-to-end ratio ours/rapidocr: {total_ours / total_theirs:.2f} "
-          f"({total_ours:.0f} ms vs {total_theirs:.0f} ms); CER vs peer over all text {errors / chars:.4f}")
+          f"({total_ours:.0f} ms vs {total_theirs:.0f} ms); CER vs peer over all text {errors / chars:.4f} "
+          f"(our fp32 twin: {twin_errors / chars:.4f})")
 
 
 def main() -> int:
@@ -109,12 +118,12 @@ def main() -> int:
 
     bundle = Bundle.open(ensure_bundle(args.bundle))
     bundle.manifest.runtime.threads = args.threads
-    ours = load_task(bundle)
+    ours, twin = load_task(bundle), load_task(bundle.with_precision("fp32"))
     threads = {"intra_op_num_threads": args.threads, "inter_op_num_threads": 1}
     chosen = {m.role: m.selected_artifact().precision for m in bundle.manifest.models}
     print(f"ours: {bundle.root} {chosen}; {args.threads} thread(s), median of {args.runs} alternating runs")
-    compare_with("its defaults", ours, RapidOCR(**threads), args.images, args.runs)
-    compare_with("detector set to the export's settings", ours, RapidOCR(**threads, **export_settings(bundle)),
+    compare_with("its defaults", ours, twin, RapidOCR(**threads), args.images, args.runs)
+    compare_with("detector set to the export's settings", ours, twin, RapidOCR(**threads, **export_settings(bundle)),
                  args.images, args.runs)
     return 0
 

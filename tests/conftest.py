@@ -93,13 +93,22 @@ class Broker(LocalBroker):
                 raise RuntimeError(f"mosquitto did not save {db} within {timeout:.0f} s")
             time.sleep(0.1)
 
-    def retained(self, topic: str, timeout: float = 10.0) -> "Received":
-        """The message the broker retains on `topic`, as a new subscriber receives it."""
-        sub = Subscriber(self, [topic])
-        try:
-            return sub.wait_for(topic, 1, timeout)[0]
-        finally:
-            sub.close()
+    def retained(self, topic: str, timeout: float = 10.0, text: str | None = None) -> "Received":
+        """The message the broker retains on `topic`, as a new subscriber receives it (with `text`: once
+        the retained message says that, e.g. a will the broker is about to send). A message that
+        arrives live (retain flag off) was published after the subscription was made, so the broker
+        may retain it only now: ask again with a new subscriber rather than judge the live copy."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sub = Subscriber(self, [topic])
+            try:
+                message = sub.wait_for(topic, 1, max(deadline - time.monotonic(), 0.1))[0]
+            finally:
+                sub.close()
+            wanted = message.retain and (text is None or message.text == text)
+            if wanted or time.monotonic() >= deadline:
+                return message
+            time.sleep(0.05)
 
 
 @pytest.fixture

@@ -120,7 +120,7 @@ def test_last_will_reports_a_killed_daemon_offline(tmp_path, ocr_bundle_dir, mqt
     online = mqtt_broker.retained(status)
     assert (online.text, online.retain) == (contract.STATUS_ONLINE, True)
     daemon.kill()      # SIGKILL: no clean disconnect, so the broker sends the will
-    offline = mqtt_broker.retained(status)
+    offline = mqtt_broker.retained(status, text=contract.STATUS_OFFLINE)
     assert (offline.text, offline.retain) == (contract.STATUS_OFFLINE, True)
 
 
