@@ -185,12 +185,13 @@ class OcrFamily(Family):
         """What the device would print for the page: its lines read by the FP32 recognizer in the device's
         batches, low scores dropped."""
         crops = [crop_text(view, box) for box in boxes]
-        name, readings = self.spec("rec").input.name, []
-        for batch in self._line_batches("rec", [crops]):
-            readings += ctc_decode(rec.run(None, {name: batch})[0], self.charset)
-        size = CtcParams.model_validate(self.spec("rec").postprocess).batch_size
-        by_crop = dict(zip([i for members in self.line_inputs["rec"].batches(crops, size) for i in members], readings))
-        return "".join(text for text, score in (by_crop[i] for i in range(len(crops))) if score >= self.ctc.drop_score)
+        name, line_input = self.spec("rec").input.name, self.line_inputs["rec"]
+        readings: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+        for members in line_input.batches(crops, self.ctc.batch_size):      # as OcrTask.recognize reads them
+            batch = line_input.batch([crops[i] for i in members])
+            for i, reading in zip(members, ctc_decode(rec.run(None, {name: batch})[0], self.charset)):
+                readings[i] = reading
+        return "".join(text for text, score in readings if score >= self.ctc.drop_score)
 
     def _evaluate_det(self, fp32, candidate, images) -> Evaluation:
         views = self._views(images, "evaluation")

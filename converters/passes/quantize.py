@@ -292,10 +292,8 @@ class QuantizePass(Pass):
         return self._accept(model, notes, best, f"{best.evaluation.describe()}{groups}; {speed}", started, ctx)
 
     def _search(self, tried: list[Candidate], make, prepared: Path, feeds, work: Path) -> Candidate:
-        """Best plain candidate if it passes; else keep the worst nodes in float until one does."""
+        """Keep the worst nodes of the best plain candidate (none of which passed) in float until one passes."""
         base = max(tried, key=lambda c: c.evaluation.rank)
-        if base.evaluation.passed:   # same graph, same speed: the more faithful ranges
-            return base
         ranking = sqnr_drop_ranking(prepared, base.path, feeds[:RANKING_FEEDS], work)
         best, stale = base, 0
         for count in SEARCH_STEPS:
