@@ -1,5 +1,5 @@
 """pp-edge: PaddlePaddle PP-series vision models on edge devices."""
-from setuptools import setup
+from setuptools import find_packages, setup
 
 DEVICE = [
     "numpy>=1.24",
@@ -39,8 +39,7 @@ setup(
     version="0.1.0",
     description="Convert PaddlePaddle PP-series vision models for edge devices, run them, publish over MQTT",
     python_requires=">=3.10",
-    packages=["edge", "edge.commands", "edge.daemon", "edge.drawing", "converters", "converters.passes", "converters.metadata",
-              "converters.families", "device_profiles", "runtimes", "runtimes.backends", "runtimes.tasks"],
+    packages=find_packages(include=["edge*", "converters*", "device_profiles*", "runtimes*"]),
     package_data={"device_profiles": ["*.yaml"]},
     install_requires=[],
     extras_require={"device": DEVICE, "convert": CONVERT, "test": TEST},

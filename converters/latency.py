@@ -16,11 +16,17 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from .runners.base import Runner
+
 Feeds = dict[str, np.ndarray]
 
 
-def session(path: Path | str, threads: int = 1) -> ort.InferenceSession:
-    """A CPU session as a device runs it (all graph optimisations, `threads` intra-op threads)."""
+def session(path, threads: int = 1):
+    """A CPU session as a device runs it (all graph optimisations, `threads` intra-op threads).
+
+    A Runner (converters.runners: an artifact executed elsewhere) is returned as it is."""
+    if isinstance(path, Runner):
+        return path
     ort.set_default_logger_severity(3)   # silence per-initializer warnings on every load
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -34,6 +34,7 @@ class BuiltArtifact:
     metrics: dict[str, float] = field(default_factory=dict)
     fp32_nodes: list[str] = field(default_factory=list)
     channel_groups: list[str] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)   # runtimes.bundle.ArtifactCheck fields
 
 
 @dataclass
@@ -68,7 +69,7 @@ def _entry(root: Path, model: BuiltModel) -> ModelEntry:
         shutil.copyfile(art.path, root / name)
         artifacts.append(Artifact(format=art.format, precision=art.precision, quantization=art.quantization,
                                   target=art.target, metrics=art.metrics, fp32_nodes=art.fp32_nodes,
-                                  channel_groups=art.channel_groups,
+                                  channel_groups=art.channel_groups, checks=art.checks,
                                   **describe_file(root, name)))
     return ModelEntry(role=spec.role, name=spec.name, input=spec.input, outputs=[], preprocess=spec.preprocess,
                       postprocess=spec.postprocess, labels=spec.labels, artifacts=artifacts,

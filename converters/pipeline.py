@@ -14,17 +14,18 @@ import device_profiles
 from device_profiles import ArtifactChoice, Profile
 from runtimes.bundle import RuntimeOptions
 from runtimes.errors import ConversionError
-from runtimes.image import IMAGE_SUFFIXES
 
 from . import builders
 from .families import family_for
 from .package import BuiltModel, write_bundle
+from .pictures import choose_pictures
 from .passes.base import ModelFile, PassContext, Target
 from .passes.optimize import OptimizePass
 from .passes.paddle_parity import PaddleParityPass
 from .passes.paddle_to_onnx import PaddleToOnnxPass
 from .passes.repair import RepairPass
 from .sources import load_source
+from .toolchains import needed_by, toolchain
 from .spec import ExportSource
 
 
@@ -61,17 +62,6 @@ class ConvertRequest:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def list_images(folder: Path | None, what: str) -> list[Path]:
-    if folder is None:
-        return []
-    if not folder.is_dir():
-        raise ConversionError(f"{what} {folder}: not a folder")
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise ConversionError(f"{what} {folder}: no images in it ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return images
-
-
 def _group(sources: list[ExportSource]) -> tuple[str, PipelineShape, dict[str, ExportSource]]:
     tasks = {s.spec.task for s in sources}
     if len(tasks) > 1:
@@ -103,9 +93,11 @@ def _group(sources: list[ExportSource]) -> tuple[str, PipelineShape, dict[str, E
 def _target(profile: Profile, choice: ArtifactChoice) -> Target:
     runtime = RuntimeOptions(threads=profile.threads, providers=profile.runtime.providers,
                              provider_options=profile.runtime.provider_options)
+    lite = tuple(profile.paddle_lite.valid_targets) if profile.paddle_lite else ()
     return Target(profile=profile.name, arch=profile.arch, accelerator=profile.accelerator, format=choice.format,
                   precision=choice.precision, quantization=choice.quantization, opset=profile.onnx.opset,
-                  runtime=runtime)
+                  runtime=runtime, cpu=profile.cpu, cpu_features=tuple(profile.cpu_features),
+                  paddle_lite_targets=lite)
 
 
 def _fp32_reference(source: ExportSource, profile: Profile, workdir: Path, images: list[Path],
@@ -123,16 +115,14 @@ def _fp32_reference(source: ExportSource, profile: Profile, workdir: Path, image
 def convert(req: ConvertRequest) -> dict[str, Any]:
     profile = device_profiles.load(req.profile)
     builders.check_buildable(profile)
+    for name in needed_by(profile):      # installed by the convert command or `edge toolchain install`, not here
+        toolchain(name, req.progress).ensure(allow_install=False)
     req.progress(f"profile {profile.name}: {', '.join(a.label() for a in profile.artifacts)}")
     sources = [load_source(p) for p in req.sources]
     task, shape, by_role = _group(sources)
-    calib = list_images(req.calib, "--calib")
-    if any(a.precision == "int8" for a in profile.artifacts) and not calib:
-        raise ConversionError(f"profile {profile.name} asks for int8 artifacts: give real images to calibrate "
-                              "with (--calib DIR)")
-    val = list_images(req.val, "--val") or calib
-    if not val:
-        raise ConversionError("give real images to check the artifacts against (--calib DIR or --val DIR)")
+    pictures = choose_pictures(req.calib, req.val, any(a.precision == "int8" for a in profile.artifacts))
+    calib, val = pictures.calib, pictures.val
+    req.progress(f"pictures: {pictures.how}")
     workdir = req.workdir or req.out.parent / f".{req.out.name}.work"
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -145,7 +135,7 @@ def convert(req: ConvertRequest) -> dict[str, Any]:
         for choice in profile.artifacts:
             ctx = PassContext(workdir, _target(profile, choice), role, req.progress,
                               {"family": family, "fp32_models": fp32_paths, "calib_images": calib,
-                               "val_images": val, "threads": profile.threads, **req.options})
+                               "val_images": val, "threads": profile.threads, "source": source, **req.options})
             result = builders.build(choice, fp32[role], ctx)
             reasons.append(f"{choice.label()}: {result.reason}")
             if result.artifact is not None:
@@ -158,5 +148,7 @@ def convert(req: ConvertRequest) -> dict[str, Any]:
         outputs[role] = builders.output_names(fp32[role].path)
     manifest = write_bundle(req.out, pipeline=req.name or shape.name, task=task, profile=profile.name,
                             runtime=_target(profile, profile.artifacts[0]).runtime, models=built,
-                            outputs=outputs, metrics={})
+                            outputs=outputs, metrics={"pictures": {"how": pictures.how,
+                                                                   "calibration": [p.name for p in calib],
+                                                                   "validation": [p.name for p in val]}})
     return {"bundle": str(req.out), "manifest": manifest}

@@ -36,7 +36,29 @@ def load(name_or_path: str | Path) -> Profile:
     profile = load_model(Profile, path)
     if path.parent == PROFILE_DIR and profile.name != path.stem:
         raise ConfigError(f"name '{profile.name}' differs from the file name", path=str(path), field="name")
+    if profile.members:
+        _check_family(profile, path)
     return profile
+
+
+def _check_family(profile: Profile, path: Path) -> None:
+    """A family profile (`--profile rpi`) builds only what every member device can load."""
+    for name in profile.members:
+        member = load(name)
+        if member.members:
+            raise ConfigError(f"member '{name}' is itself a family", path=str(path), field="members")
+        if member.arch != profile.arch or member.accelerator != profile.accelerator:
+            raise ConfigError(f"member '{name}' is {member.arch}/{member.accelerator}, the family "
+                              f"{profile.arch}/{profile.accelerator}", path=str(path), field="members")
+        formats = {a.format for a in member.artifacts}
+        foreign = [a.label() for a in profile.artifacts if a.format not in formats]
+        if foreign:
+            raise ConfigError(f"member '{name}' cannot load {', '.join(foreign)}", path=str(path), field="artifacts")
+
+
+def families() -> dict[str, list[str]]:
+    """Family profile name -> its member profiles."""
+    return {p.name: p.members for p in load_all() if p.members}
 
 
 def load_all() -> list[Profile]:
@@ -76,4 +98,4 @@ def detect() -> Profile:
     return load("rpi4")
 
 
-__all__ = ["Profile", "ArtifactChoice", "QuantScheme", "load", "load_all", "names", "detect", "path_of"]
+__all__ = ["Profile", "ArtifactChoice", "QuantScheme", "load", "load_all", "names", "detect", "path_of", "families"]

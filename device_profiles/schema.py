@@ -51,13 +51,20 @@ class PaddleLiteSettings(Strict):
     valid_targets: list[Literal["arm", "x86", "opencl"]] = Field(default_factory=lambda: ["arm"])
 
 
+# cpuinfo feature flags that mean the CPU does FP16 arithmetic (Cortex-A76 and later; not the A72)
+FP16_FEATURES = {"fphp", "asimdhp"}
+
+
 class Profile(Strict):
     name: str
     description: str
     family: Literal["x86", "arm", "jetson"]
     arch: Literal["x86_64", "aarch64"]
     accelerator: Literal["cpu", "cuda"] = "cpu"
+    cpu: str | None = Field(None, description="CPU model (e.g. cortex-a72): what the emulator imitates")
     cpu_features: list[str] = Field(default_factory=list)
+    members: list[str] = Field(default_factory=list,
+                               description="a family profile: the device profiles whose devices all run its artifacts")
     threads: int = Field(0, ge=0, description="intra-op threads on the device; 0 = all cores")
     artifacts: list[ArtifactChoice] = Field(min_length=1, description="in order of preference")
     onnx: OnnxSettings = Field(default_factory=OnnxSettings)
@@ -70,4 +77,17 @@ class Profile(Strict):
         # the profile must say which FP32 artifact is shipped then.
         if not any(a.precision == "fp32" for a in self.artifacts):
             raise ValueError("artifacts must include an fp32 entry (the fallback when int8/fp16 misses its budget)")
+        return self
+
+    @model_validator(mode="after")
+    def _paddle_lite_fits(self) -> "Profile":
+        lite = [a for a in self.artifacts if a.format == "paddle_lite"]
+        if lite and self.paddle_lite is None:
+            raise ValueError("paddle_lite artifacts need a 'paddle_lite' section (valid_targets)")
+        if any(a.precision == "fp16" for a in lite) and not FP16_FEATURES & set(self.cpu_features):
+            raise ValueError("a paddle_lite fp16 artifact needs a CPU with FP16 arithmetic (cpu_features "
+                             "fphp/asimdhp, e.g. Cortex-A76); this profile's CPU has none")
+        if any(a.precision == "int8" and a.quantization != "qdq-s8a-s8w" for a in lite):
+            raise ValueError("paddle_lite int8 is symmetric int8 (Paddle's post-training quantization): "
+                             "quantization must be qdq-s8a-s8w")
         return self

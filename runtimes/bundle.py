@@ -22,6 +22,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ArtifactCheck(Strict):
+    """One way an artifact was proven on the conversion host, and what that host could not execute."""
+    executed: str                         # what really ran, and where: "this file in onnxruntime 1.32.0 CPU, x86_64"
+    metric: str | None = None             # the family metric against the FP32 reference
+    value: float | None = None
+    budget: float | None = None
+    passed: bool | None = None
+    calibration_pictures: list[str] = Field(default_factory=list)
+    validation_pictures: list[str] = Field(default_factory=list)
+    not_executed: str | None = None       # what was not run here, and why (ARM file, TensorRT, device timing)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+BACKEND_OF_FORMAT = {"onnx": "onnxruntime", "paddle_lite": "Paddle Lite"}
+
+
 class Artifact(Strict):
     """One runnable file: what it is, what it targets, and what it measured."""
     path: str
@@ -34,6 +50,12 @@ class Artifact(Strict):
     metrics: dict[str, float] = Field(default_factory=dict)
     fp32_nodes: list[str] = Field(default_factory=list)   # nodes kept in float inside an INT8 graph
     channel_groups: list[str] = Field(default_factory=list)   # INT8: convs whose channels got split ranges
+    checks: list[ArtifactCheck] = Field(default_factory=list)
+
+    @property
+    def backend(self) -> str:
+        """The runtime a device needs to load this file."""
+        return BACKEND_OF_FORMAT[self.format]
 
 
 class BundleFile(Strict):

@@ -155,14 +155,26 @@ def test_daemon_publishes_the_bus_and_the_people(daemon_result):
         assert y2 > bus[1] + 0.5 * (bus[3] - bus[1])          # feet below the bus's middle
 
 
-def test_layout_ships_int8_with_channel_groups_within_the_bar(family_bundle):
-    """PicoDet layout: plain INT8 misses the box F1 bar (0.74-0.78); the converter splits the worst
-    blocks into channel groups until INT8 meets it, and ships that INT8 because it is faster."""
-    entry = Bundle.open(family_bundle("layout")).manifest.model("detector")
+def test_int8_is_judged_on_pictures_it_was_not_calibrated_on(family_bundle):
+    """PicoDet layout (4 pages): calibrated on two, judged on the other two; the manifest names both sets, and
+    INT8 ships only within the bar there (plain INT8 judged on its own calibration pages looked better than
+    it was: 0.98 vs 0.86 on other pages). Channel groups are tested in tests/converters/test_channel_groups.py."""
+    manifest = Bundle.open(family_bundle("layout")).manifest
+    pictures = manifest.metrics["pictures"]
+    assert pictures["calibration"] == ["det_layout.jpg", "ocr_11.jpg"], pictures
+    assert pictures["validation"] == ["ocr_1.jpg", "ocr_en_img623.jpg"], pictures
+    entry = manifest.model("detector")
+    for artifact in entry.artifacts:
+        for check in artifact.checks:
+            assert check.validation_pictures == pictures["validation"], (artifact.path, check)
+            assert not set(check.calibration_pictures) & set(check.validation_pictures)
     chosen = entry.selected_artifact()
-    assert chosen.precision == "int8", entry.decision
-    assert chosen.channel_groups and "convs in channel groups" in entry.decision
-    assert budget_metric(chosen.metrics)[1] >= BARS["box_f1"] and chosen.metrics["latency_ratio"] < 1.0
+    if chosen.precision == "int8":
+        judged = chosen.checks[0]
+        assert judged.passed and judged.value >= BARS["box_f1"] and judged.details["samples"] > 0, judged
+        assert chosen.metrics["latency_ratio"] < 1.0
+    else:
+        assert re.search(r"onnx int8[^;]*: refused: [^;]*\d\.\d", entry.decision), entry.decision
 
 
 def test_daemon_publishes_the_regions_of_a_document_page(daemon_result):

@@ -6,6 +6,7 @@ the new model file. "What it targets" (`Target`, frozen, from the profile) is ke
 """
 from __future__ import annotations
 
+import platform
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,18 @@ class Target:
     quantization: str | None = None   # scheme name, e.g. "qdq-u8s8"
     opset: int = 13
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    cpu: str | None = None                 # CPU model of the device (cortex-a72): what an emulator imitates
+    cpu_features: tuple[str, ...] = ()
+    paddle_lite_targets: tuple[str, ...] = ()   # Paddle Lite `opt --valid_targets`
+
+    def runs_on_host(self) -> bool:
+        """Can the conversion host execute this target's artifacts natively, and so time them?"""
+        return self.accelerator == "cpu" and self.arch == host_arch()
+
+
+def host_arch() -> str:
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
 @dataclass

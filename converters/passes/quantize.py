@@ -256,7 +256,7 @@ class QuantizePass(Pass):
             return found
 
         tried = [candidate(method, []) for method in RANGE_METHODS]
-        measurable = ctx.target.accelerator == "cpu"
+        measurable = ctx.target.runs_on_host()     # an aarch64 or CUDA target cannot be timed here
         if measurable:
             # Speed first: if the all-integer graph is not faster, keeping nodes in float will not make it so.
             quick = compare({"fp32": model.path, "int8": tried[0].path}, lat_feeds, 1, 3)
@@ -278,8 +278,9 @@ class QuantizePass(Pass):
             return self._refuse(model, notes, best, "no INT8 candidate met the budget "
                                 f"(best: {best.evaluation.describe()})", started)
         if not measurable:
-            notes["latency_not_measured"] = f"target runs on {ctx.target.accelerator}; this host measures CPU only"
-            reason = f"{best.evaluation.describe()}; latency not measured ({ctx.target.accelerator} target)"
+            where = f"{ctx.target.arch} {ctx.target.accelerator}"
+            notes["latency_not_measured"] = f"target runs on {where}; this host cannot time it (the device does)"
+            reason = f"{best.evaluation.describe()}; latency not measured ({where} target: the device measures it)"
             return self._accept(model, notes, best, reason, started, ctx)
         notes.update(self._latency(model.path, best.path, lat_feeds, threads))
         if Path(fp32[ctx.role]) != Path(model.path):   # for the record: vs the unoptimised export too

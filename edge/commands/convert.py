@@ -19,6 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--out", type=Path, default=None, help="bundle folder (default: bundles/<pipeline>)")
     parser.add_argument("--name", help="pipeline name in the manifest and MQTT topics")
     parser.add_argument("--workdir", type=Path, help="keep intermediate files here")
+    parser.add_argument("--no-install", action="store_true",
+                        help="do not install a toolchain the profile needs (Paddle Lite opt, the ARM emulator); "
+                             "fail with the command that installs it instead")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     parser.set_defaults(handler=run_convert)
@@ -26,12 +29,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_convert(args: argparse.Namespace) -> int:
     # Imported here: converters need paddle/onnx, which a device running `edge run` does not have.
+    import device_profiles
+    from converters.builders import check_buildable
     from converters.pipeline import ConvertRequest, convert
+    from converters.toolchains import needed_by, toolchain
 
+    progress = reporter(args.quiet)
+    profile = device_profiles.load(args.profile)
+    check_buildable(profile)
+    for name in needed_by(profile):      # provisioning happens here, once, never inside the conversion
+        toolchain(name, progress).ensure(allow_install=not args.no_install)
     out = args.out or Path("bundles") / (args.name or "bundle")
     result = convert(ConvertRequest(sources=args.sources, profile=args.profile, out=out, calib=args.calib,
                                     val=args.val, workdir=args.workdir, name=args.name,
-                                    progress=reporter(args.quiet)))
+                                    progress=progress))
     manifest = result["manifest"]
     if args.json:
         print(json.dumps({"bundle": result["bundle"], "manifest": manifest.model_dump(mode="json")}))

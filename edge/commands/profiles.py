@@ -25,14 +25,25 @@ def list_profiles(args: argparse.Namespace) -> int:
     for profile in device_profiles.load_all():
         mark = "*" if profile.name == detected else " "
         artifacts = ", ".join(a.label() for a in profile.artifacts)
-        print(f"{mark} {profile.name:<12} {profile.arch:<7} {profile.accelerator:<4} {artifacts}")
-    print(f"(* = this machine: {detected})")
+        family = f"  [family: {', '.join(profile.members)}]" if profile.members else ""
+        print(f"{mark} {profile.name:<12} {profile.arch:<7} {profile.accelerator:<4} {artifacts}{family}")
+    print(f"(* = this machine: {detected}; a family name builds what every member runs)")
     return 0
+
+
+# What a device needs installed to load each artifact format (docs/raspberry-pi.md says how on a Pi).
+DEVICE_BACKENDS = {"onnx": "onnxruntime (pip install \"pp-edge[device]\")",
+                   "paddle_lite": "Paddle Lite's runtime for the device (ARM: the official prebuilt library and "
+                                  "its Python module; see docs/raspberry-pi.md)"}
 
 
 def show_profile(args: argparse.Namespace) -> int:
     profile = device_profiles.load(args.name)
     print(yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False, allow_unicode=True), end="")
+    where = f"a {profile.name} device" if not profile.members else f"every {'/'.join(profile.members)} device"
+    print(f"# what {where} loads, in order of preference, and the backend each needs:")
+    for choice in profile.artifacts:
+        print(f"#   {choice.label():<32} {DEVICE_BACKENDS[choice.format]}")
     return 0
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import platform
 from pathlib import Path
 
-from ..bundle import RuntimeOptions
+from ..bundle import Artifact, Bundle, RuntimeOptions
 from ..errors import BackendError
 from .base import Backend
 
@@ -38,3 +39,45 @@ def create_backend(artifact_format: str, path: Path, runtime: RuntimeOptions) ->
         raise BackendError(f"cannot run a '{artifact_format}' artifact here: its runtime is not installed "
                            f"({UNAVAILABLE[artifact_format]})")
     raise BackendError(f"unknown artifact format '{artifact_format}' (known: {', '.join(BACKEND_MODULES)})")
+
+
+# Formats whose files are compiled for one CPU architecture: Paddle Lite's x86 runtime loads an ARM
+# `.nb` without complaint and then returns zeros or crashes, so such a file is never tried elsewhere.
+ARCH_SPECIFIC_FORMATS = {"paddle_lite"}
+
+
+def this_arch() -> str:
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+
+
+def why_not_loadable(artifact: Artifact) -> str | None:
+    """None when this machine can load the artifact; else the reason, for logs and `edge inspect`."""
+    if artifact.format in UNAVAILABLE:
+        return f"its runtime ({artifact.backend}) is not installed here: {UNAVAILABLE[artifact.format]}"
+    if artifact.format not in BACKENDS:
+        return f"no backend for format '{artifact.format}' in this edge"
+    if artifact.format in ARCH_SPECIFIC_FORMATS and artifact.target != this_arch():
+        return f"it is compiled for {artifact.target}, this machine is {this_arch()}"
+    return None
+
+
+def open_artifact(bundle: Bundle, role: str) -> tuple[Artifact, Backend]:
+    """The bundle's selected artifact for `role`, or else the first listed one this machine can load.
+
+    The manifest lists a model's artifacts in the profile's order of preference, so falling back in
+    that order keeps the converter's ranking; each skipped artifact is logged with its reason."""
+    entry = bundle.manifest.model(role)
+    chosen = entry.selected_artifact()
+    order = [chosen] + [a for a in entry.artifacts if a.path != chosen.path]
+    reasons = []
+    for artifact in order:
+        why = why_not_loadable(artifact)
+        if why is None:
+            if reasons:
+                log.info("%s: runs %s (%s %s) instead: %s", role, artifact.path, artifact.format,
+                         artifact.precision, "; ".join(reasons))
+            return artifact, create_backend(artifact.format, bundle.path_of(artifact.path), bundle.manifest.runtime)
+        reasons.append(f"{artifact.path} skipped: {why}")
+        log.info("%s: %s skipped: %s", role, artifact.path, why)
+    raise BackendError(f"model '{role}': no artifact of this bundle loads here ({'; '.join(reasons)})")

@@ -1,18 +1,74 @@
-"""Paddle Lite backend for `.nb` artifacts (ARM CPU, x86, OpenCL).
+"""Paddle Lite backend for `.nb` artifacts, run in a worker process (runtimes/workers/paddle_lite_worker.py).
 
-`paddlelite` exists only where the device's wheel is installed; elsewhere this module is skipped
-at registration time with a log line, so x86 hosts never break on it.
+This process never imports paddlelite: the Python that has Paddle Lite is often not the daemon's
+(PyPI's x86 wheel exists only for CPython <= 3.10; on a Pi the official ARM module is built for one
+Python), and a native crash in Paddle Lite must cost one frame, not the daemon. The worker runs under
+the first of:
+  1. EDGE_PADDLE_LITE_PYTHON, a Python the user names;
+  2. this very Python, when it can import paddlelite (a Pi with the official ARM Python module);
+  3. the venv of edge's own toolchain (`edge toolchain install paddle-lite`, x86_64 hosts).
+With none of them this module raises ImportError at import, so runtimes.backends lists the format
+as unavailable with that message instead of failing elsewhere.
 """
 from __future__ import annotations
 
+import importlib.util
+import json
+import logging
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
-from paddlelite.lite import MobileConfig, create_paddle_predictor  # noqa: F401  (ImportError is expected off-device)
 
 from ..bundle import RuntimeOptions
 from ..errors import BackendError
+from ..toolpaths import READY_FILE, toolchain_dir
+from ..workers.client import WORKER_DIR, WorkerProcess
 from .base import Backend
+
+log = logging.getLogger(__name__)
+
+WORKER_SCRIPT = WORKER_DIR / "paddle_lite_worker.py"
+HOW_TO_GET = ("Paddle Lite is not installed for any Python here: on a Raspberry Pi install Paddle Lite's ARM "
+              "Python module (docs/raspberry-pi.md), on an x86_64 host run `edge toolchain install paddle-lite`, "
+              "or set EDGE_PADDLE_LITE_PYTHON to a Python that can import paddlelite")
+
+
+def _toolchain_runtime() -> tuple[str, dict[str, str], str] | None:
+    root = toolchain_dir("paddle-lite")
+    try:
+        info = json.loads((root / READY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    python = info.get("python")
+    if not python or not Path(python).exists():
+        return None
+    return python, dict(info.get("env") or {}), f"edge's paddle-lite toolchain ({root})"
+
+
+def find_runtime() -> tuple[str, dict[str, str], str] | None:
+    """(python, extra environment, where it came from) of the Python that runs the worker, or None."""
+    named = os.environ.get("EDGE_PADDLE_LITE_PYTHON")
+    if named:
+        return named, {}, "EDGE_PADDLE_LITE_PYTHON"
+    if importlib.util.find_spec("paddlelite") is not None:    # finds, does not import
+        return sys.executable, {}, "this Python"
+    return _toolchain_runtime()
+
+
+def _worker_env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(extra)
+    if env.get("LD_LIBRARY_PATH") and os.environ.get("LD_LIBRARY_PATH"):
+        env["LD_LIBRARY_PATH"] += ":" + os.environ["LD_LIBRARY_PATH"]
+    return env
+
+
+_named = os.environ.get("EDGE_PADDLE_LITE_PYTHON")
+if _named and not Path(_named).exists():
+    raise ImportError(f"EDGE_PADDLE_LITE_PYTHON={_named} does not exist")
+if find_runtime() is None:
+    raise ImportError(HOW_TO_GET)
 
 
 class PaddleLiteBackend(Backend):
@@ -20,25 +76,32 @@ class PaddleLiteBackend(Backend):
 
     def __init__(self, path: Path, runtime: RuntimeOptions):
         super().__init__(path, runtime)
-        config = MobileConfig()
-        config.set_model_from_file(str(path))
-        if runtime.threads > 0:
-            config.set_threads(runtime.threads)
-        try:
-            self.predictor = create_paddle_predictor(config)
-        except Exception as err:
-            raise BackendError(f"Paddle Lite cannot load {path.name}: {err}") from None
+        found = find_runtime()
+        if found is None:
+            raise BackendError(HOW_TO_GET)
+        python, env, where = found
+        self.worker = WorkerProcess([python, str(WORKER_SCRIPT)], {"path": str(path), "threads": runtime.threads},
+                                    name=f"Paddle Lite ({path.name})", env=_worker_env(env))
+        info = self.worker.start()         # BackendError saying why when the file does not load
+        self._inputs, self._outputs = list(info["inputs"]), list(info["outputs"])
+        log.info("Paddle Lite %s runs %s in worker %s (Python %s from %s)%s", info.get("paddlelite"), path.name,
+                 self.worker.pid, info.get("python"), where,
+                 "" if info.get("threads_applied") or runtime.threads <= 0 else
+                 f"; this build cannot set threads, {runtime.threads} ignored")
 
     @property
     def input_names(self) -> list[str]:
-        return list(self.predictor.get_input_names())
+        return self._inputs
 
     @property
     def output_names(self) -> list[str]:
-        return list(self.predictor.get_output_names())
+        return self._outputs
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        for index, name in enumerate(self.input_names):
-            self.predictor.get_input(index).from_numpy(np.ascontiguousarray(feeds[name]))
-        self.predictor.run()
-        return [self.predictor.get_output(i).numpy() for i in range(len(self.output_names))]
+        missing = [name for name in self._inputs if name not in feeds]
+        if missing:
+            raise BackendError(f"{self.path.name}: input {', '.join(missing)} not given")
+        return self.worker.call({name: np.ascontiguousarray(feeds[name]) for name in self._inputs})
+
+    def close(self) -> None:
+        self.worker.close()

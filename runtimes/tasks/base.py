@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import create_backend
+from ..backends import open_artifact
 from ..bundle import Bundle, ModelEntry
 from .preprocess import Preprocess
 
@@ -53,8 +53,7 @@ class ModelRunner:
 
     def __init__(self, bundle: Bundle, role: str):
         self.entry: ModelEntry = bundle.manifest.model(role)
-        artifact, path = bundle.artifact_path(role)
-        self.backend = create_backend(artifact.format, path, bundle.manifest.runtime)
+        self.artifact, self.backend = open_artifact(bundle, role)
         self.preprocess = Preprocess(self.entry.preprocess)
         self.input_name = self.backend.input_names[0]
 
