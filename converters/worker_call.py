@@ -10,8 +10,9 @@ from pathlib import Path
 from runtimes.errors import ConversionError
 
 
-def call_paddle_worker(command: str, what: str, timeout: float = 900, **args: str | int) -> dict:
-    argv = [sys.executable, "-m", "converters.paddle_worker", command]
+def call_paddle_worker(command: str, what: str, timeout: float = 900, module: str = "converters.paddle_worker",
+                       **args: str | int) -> dict:
+    argv = [sys.executable, "-m", module, command]
     for key, value in args.items():
         argv += [f"--{key}", str(value)]
     env = {**os.environ, "GLOG_minloglevel": "2", "FLAGS_call_stack_level": "0"}

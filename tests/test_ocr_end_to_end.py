@@ -101,7 +101,7 @@ def test_inspect_verifies_hashes_and_refuses_a_tampered_artifact(ocr_bundle_dir,
 
 def test_convert_for_a_profile_it_cannot_build_yet_says_which_artifact(shared_dir, tmp_path):
     det = shared_dir / "models" / "PP-OCR" / "ch_PP-OCRv4_det"
-    for profile, missing in (("rpi4", "paddle_lite fp32"), ("jetson-nano", "onnx fp16")):
+    for profile, missing in (("jetson-orin", "onnx fp16"), ("jetson-nano", "onnx fp16")):
         proc = edge("convert", str(det), "--profile", profile, "-o", str(tmp_path / profile))
         assert proc.returncode != 0
         lines = proc.stderr.strip().splitlines()

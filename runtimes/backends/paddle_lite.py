@@ -30,6 +30,11 @@ from .base import Backend
 log = logging.getLogger(__name__)
 
 WORKER_SCRIPT = WORKER_DIR / "paddle_lite_worker.py"
+# Paddle Lite 2.13rc0's x86 runtime mishandles a predictor whose input shape changes: a smaller input
+# crashes it, a larger one returns a wrong map without error (PP-OCRv4 det pages: max |diff| 1.0); the
+# same shape again is exact. There each new shape gets a fresh predictor (a new worker, ~0.4 s). The
+# ARM runtime could not be tried here; Paddle's own OCR demos reshape on ARM, so it is left alone.
+FRESH_PREDICTOR_PER_SHAPE = {"x86_64", "AMD64"}
 HOW_TO_GET = ("Paddle Lite is not installed for any Python here: on a Raspberry Pi install Paddle Lite's ARM "
               "Python module (docs/raspberry-pi.md), on an x86_64 host run `edge toolchain install paddle-lite`, "
               "or set EDGE_PADDLE_LITE_PYTHON to a Python that can import paddlelite")
@@ -84,6 +89,9 @@ class PaddleLiteBackend(Backend):
                                     name=f"Paddle Lite ({path.name})", env=_worker_env(env))
         info = self.worker.start()         # BackendError saying why when the file does not load
         self._inputs, self._outputs = list(info["inputs"]), list(info["outputs"])
+        self._fresh_per_shape = info.get("machine") in FRESH_PREDICTOR_PER_SHAPE
+        self._shapes: tuple | None = None
+        self.reshapes = 0
         log.info("Paddle Lite %s runs %s in worker %s (Python %s from %s)%s", info.get("paddlelite"), path.name,
                  self.worker.pid, info.get("python"), where,
                  "" if info.get("threads_applied") or runtime.threads <= 0 else
@@ -101,6 +109,12 @@ class PaddleLiteBackend(Backend):
         missing = [name for name in self._inputs if name not in feeds]
         if missing:
             raise BackendError(f"{self.path.name}: input {', '.join(missing)} not given")
+        shapes = tuple(tuple(feeds[name].shape) for name in self._inputs)
+        if self._fresh_per_shape and self._shapes is not None and shapes != self._shapes:
+            self.worker.close()            # see FRESH_PREDICTOR_PER_SHAPE
+            self.worker.start()
+            self.reshapes += 1
+        self._shapes = shapes
         return self.worker.call({name: np.ascontiguousarray(feeds[name]) for name in self._inputs})
 
     def close(self) -> None:
