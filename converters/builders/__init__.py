@@ -19,6 +19,7 @@ from .base import BuildResult
 from .onnx_fp32 import build_onnx_fp32
 from .onnx_int8 import build_onnx_int8
 from .paddle_lite_fp import build_paddle_lite_fp16, build_paddle_lite_fp32
+from .paddle_lite_int8 import build_paddle_lite_int8
 
 Builder = Callable[[ModelFile, PassContext], BuildResult]
 BUILDERS: dict[tuple[str, str], Builder] = {
@@ -26,6 +27,7 @@ BUILDERS: dict[tuple[str, str], Builder] = {
     ("onnx", "int8"): build_onnx_int8,
     ("paddle_lite", "fp32"): build_paddle_lite_fp32,
     ("paddle_lite", "fp16"): build_paddle_lite_fp16,
+    ("paddle_lite", "int8"): build_paddle_lite_int8,
 }
 
 

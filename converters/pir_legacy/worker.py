@@ -11,7 +11,6 @@ give the same bits: max |diff| 0 on all five PIR fixtures):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -103,20 +102,13 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main() -> int:
-    from ..paddle_worker import essence
+    from ..paddle_worker import report_verdict
 
     parser = argparse.ArgumentParser(prog="python -m converters.pir_legacy.worker")
     parser.add_argument("command", choices=["pir-to-legacy"])
     for name in ("model", "params", "out", "inputs"):
         parser.add_argument(f"--{name}", required=True)
-    args = parser.parse_args()
-    try:
-        report = run(args)
-    except Exception as err:  # the parent shows this line to the user
-        print(json.dumps({"ok": False, "error": essence(err)}))
-        return 1
-    print(json.dumps({"ok": True, **report}))
-    return 0
+    return report_verdict(run, parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runtimes.errors import BackendError
+
 
 @dataclass(frozen=True)
 class InputInfo:
@@ -35,3 +37,13 @@ class Runner(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def pick_outputs(outputs: list[np.ndarray], wanted: list[str] | None, names: list[str], model: str) -> list[np.ndarray]:
+    """All outputs in the model's order, or the named ones; a name the model does not have is refused."""
+    if wanted is None:
+        return outputs
+    unknown = [name for name in wanted if name not in names]
+    if unknown:
+        raise BackendError(f"{model} has no output(s) {', '.join(unknown)}")
+    return [outputs[names.index(name)] for name in wanted]

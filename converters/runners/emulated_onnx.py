@@ -19,7 +19,7 @@ from runtimes.errors import BackendError
 from runtimes.workers.client import WORKER_DIR, WorkerProcess
 
 from ..toolchains.arm_emulator import emulated_python, ready_info
-from .base import InputInfo, Runner
+from .base import InputInfo, Runner, pick_outputs
 
 WORKER = WORKER_DIR / "onnx_worker.py"
 START_TIMEOUT, CALL_TIMEOUT = 300.0, 900.0      # an OCR page takes about a minute emulated
@@ -56,12 +56,7 @@ class EmulatedOnnxRunner(Runner):
         outputs = self._worker.call({name: np.ascontiguousarray(value) for name, value in feeds.items()})
         self.run_seconds += time.monotonic() - started
         self.calls += 1
-        if output_names is None:
-            return outputs
-        unknown = [name for name in output_names if name not in self.output_names]
-        if unknown:
-            raise BackendError(f"{self.model_path.name} has no output(s) {', '.join(unknown)}")
-        return [outputs[self.output_names.index(name)] for name in output_names]
+        return pick_outputs(outputs, output_names, self.output_names, self.model_path.name)
 
     def close(self) -> None:
         self._worker.close()

@@ -15,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                              "several make one pipeline bundle (e.g. OCR det cls rec)")
     parser.add_argument("--profile", required=True, help="device profile name (edge profiles list) or YAML path")
     parser.add_argument("--calib", type=Path, help="folder of real images for INT8 calibration")
-    parser.add_argument("--val", type=Path, help="folder of real images to check artifacts on (default: --calib)")
+    parser.add_argument("--val", type=Path, help="folder of real images to judge artifacts on (default: every "
+                                                 "second --calib picture, held out from calibration)")
     parser.add_argument("-o", "--out", type=Path, default=None, help="bundle folder (default: bundles/<pipeline>)")
     parser.add_argument("--name", help="pipeline name in the manifest and MQTT topics")
     parser.add_argument("--workdir", type=Path, help="keep intermediate files here")

@@ -1,0 +1,270 @@
+"""Paddle's post-training quantization of a legacy program, in a child process.
+
+`python -m converters.paddle_ptq_worker quantize --jobs JOBS.json` (and `census --model OPT_PROGRAM`),
+called through converters/worker_call.py; one JSON line on stdout is the verdict. Why a child: see
+converters/paddle_worker.py (paddle is slow to import, noisy, and can abort the process).
+
+quantize: `paddle.static.quantization.PostTrainingQuantization` under FLAGS_enable_pir_api=0 (the
+legacy program is what Paddle Lite's opt reads), feeds from an npz written by the parent (the
+family's calibration inputs), onnx_format=True (quantize_linear / dequantize_linear ops, which
+Paddle Lite 2.13 reads), symmetric int8 activations per tensor, int8 weights per output channel.
+Several jobs (range algorithm, tensors kept in float) share one process: importing paddle and
+loading the program cost more than one PicoDet calibration.
+
+A job may also rank its quantized ops by sensitivity: each op's own SQNR against FP32, the op fed
+the FP32 input rounded with its calibrated range and its int8 weights, on a few calibration feeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ["FLAGS_enable_pir_api"] = "0"      # before paddle is imported: legacy programs only
+
+QUANTIZED_OPS = ["conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul", "matmul_v2"]
+
+
+def _feeds(path: str) -> list[dict]:
+    """The parent's npz: keys 'f<index>__<input name>' -> one feed dict per index, in order."""
+    import numpy as np
+
+    data = np.load(path)
+    order = sorted({key.split("__", 1)[0] for key in data.files})
+    return [{key.split("__", 1)[1]: data[key] for key in data.files if key.split("__", 1)[0] == index}
+            for index in order]
+
+
+def _lite_quantizer():
+    """Paddle Lite's ARM settings (range -127..127) without the observer quantize ops Paddle's PTQ
+    would put after every other op: they never round (only_observer) and their insertion costs
+    PicoDet 90 of 100 s (a search over all persistable nodes per op)."""
+    from paddle.static.quantization.quant_config import ARMCPUQuantizer
+
+    class LiteQuantizer(ARMCPUQuantizer):
+        @property
+        def observer_operation_types(self):
+            return []
+
+    return LiteQuantizer(quantizable_op_type=QUANTIZED_OPS, quant_bits=8)
+
+
+def _run_job(paddle, job: dict, model: Path, params: Path, feeds: list[dict]) -> None:
+    from paddle.static.quantization import PostTrainingQuantization
+
+    scope = paddle.static.Scope()     # each job loads the FP32 weights afresh
+    with paddle.static.scope_guard(scope):
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        ptq = PostTrainingQuantization(
+            executor=exe, scope=scope, model_dir=str(model.parent), model_filename=model.name,
+            params_filename=params.name, data_loader=lambda: iter(feeds), batch_nums=len(feeds),
+            algo=job["algo"], hist_percent=job.get("hist_percent", 0.99999), onnx_format=True,
+            activation_quantize_type="range_abs_max", weight_quantize_type="channel_wise_abs_max",
+            skip_tensor_list=list(job.get("skip", [])) or None, quantizable_op_type=QUANTIZED_OPS)
+        ptq.quant_config = _lite_quantizer()
+        ptq.quantize()
+        ptq._clip_extra = False       # see _trim_attrs
+        ptq.save_quantized_model(job["out"], model_filename="model.pdmodel", params_filename="model.pdiparams")
+    _trim_attrs(model, Path(job["out"]) / "model.pdmodel")
+
+
+def _trim_attrs(source: Path, saved: Path) -> int:
+    """Give every op the attribute set its twin in the source program had (twins: same type, same outputs).
+
+    onnx_format saves with clip_extra, which drops what Paddle 3 calls "extra" attributes *and outputs*,
+    some of which Paddle Lite 2.13 still reads: opt aborted on PP-OCRv4 rec ("No attributes called beta
+    found for swish"), and with the attributes put back it still crashed (SIGSEGV; flatten's XShape
+    output, among others, was gone). So the program is saved whole, and the oneDNN/device attributes
+    the save adds and the source never had are dropped (PicoDet's .nb: 2.6 MB whole, 1.9 MB trimmed)."""
+    from paddle.base.proto import framework_pb2
+
+    def program(path: Path):
+        desc = framework_pb2.ProgramDesc()
+        desc.ParseFromString(path.read_bytes())
+        return desc
+
+    def key(op) -> tuple:
+        return op.type, tuple(a for o in op.outputs for a in o.arguments)
+
+    src, out = program(source), program(saved)
+    twins = {key(op): {a.name for a in op.attrs} for block in src.blocks for op in block.ops}
+    dropped = 0
+    for block in out.blocks:
+        for op in block.ops:
+            keep = twins.get(key(op))
+            if keep is None:          # an op the quantization added: left as written
+                continue
+            kept = [a for a in op.attrs if a.name in keep]
+            dropped += len(op.attrs) - len(kept)
+            del op.attrs[:]
+            op.attrs.extend(kept)
+    saved.write_bytes(out.SerializeToString())
+    return dropped
+
+
+def quantize(args: argparse.Namespace) -> dict:
+    """Every job: {"algo", "skip": weight names whose ops stay float, "out": folder, "probe": feeds
+    for the sensitivity ranking (0: none)}."""
+    import paddle
+
+    spec = json.loads(Path(args.jobs).read_text(encoding="utf-8"))
+    model, params = Path(spec["model"]), Path(spec["params"])
+    feeds = _feeds(spec["feeds"])
+    paddle.enable_static()
+    reference: dict | None = None
+    done = []
+    for job in spec["jobs"]:
+        started = time.perf_counter()
+        _run_job(paddle, job, model, params, feeds)
+        result = {"out": job["out"], "seconds": round(time.perf_counter() - started, 1)}
+        probe = feeds[: int(job.get("probe", 0))]
+        if probe:
+            if reference is None or len(reference["feeds"]) < len(probe):
+                reference = {"feeds": probe, **_activations(paddle, model, params, probe)}
+            out = Path(job["out"])
+            result.update(_sensitivity(paddle, reference, out / "model.pdmodel", out / "model.pdiparams"))
+        done.append(result)
+    return {"paddle": paddle.__version__, "jobs": done}
+
+
+def _load(exe, model: Path, params: Path):
+    import paddle
+
+    if model.parent != params.parent:
+        raise ValueError(f"{model.name} and {params.name} must sit in one folder")
+    program, _, fetch_vars = paddle.static.load_inference_model(str(model.parent), exe, model_filename=model.name,
+                                                                params_filename=params.name)
+    return program, [v.name for v in fetch_vars]
+
+
+def _activations(paddle, model: Path, params: Path, feeds: list[dict]) -> dict:
+    """Every float activation of the program on `feeds`, with the program and its output names."""
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        program, outputs = _load(exe, model, params)
+        block = program.global_block()
+        wanted = sorted(v.name for v in block.vars.values() if not v.persistable and v.dtype == paddle.float32
+                        and v.name not in ("feed", "fetch"))
+        runs = [exe.run(program, feed=feed, fetch_list=wanted, return_numpy=True) for feed in feeds]
+    return {"program": program, "outputs": outputs,
+            "values": {name: [run[i] for run in runs] for i, name in enumerate(wanted)}}
+
+
+def _sqnr(ref: list, got: list) -> float:
+    import numpy as np
+
+    a = np.concatenate([np.asarray(r, np.float64).ravel() for r in ref])
+    b = np.concatenate([np.asarray(g, np.float64).ravel() for g in got])
+    noise = np.linalg.norm(a - b)
+    return 20 * math.log10(max(np.linalg.norm(a), 1e-12) / max(noise, 1e-12))
+
+
+def _fake_quant(x, scale: float):
+    """quantize_linear + dequantize_linear as Paddle computes them: symmetric, 127 steps a side."""
+    import numpy as np
+
+    return np.round(np.clip(x, -scale, scale) * 127.0 / scale) * scale / 127.0
+
+
+def _apply(paddle, op, x, w):
+    """The op on arrays (dygraph); None for an op type this probe does not compute."""
+    import paddle.nn.functional as F
+
+    x, w = paddle.to_tensor(x), paddle.to_tensor(w)
+    layout = op.attr("data_format") if op.has_attr("data_format") else "NCHW"
+    if op.type in ("conv2d", "depthwise_conv2d") and layout in ("NCHW", "AnyLayout"):
+        algorithm = op.attr("padding_algorithm") if op.has_attr("padding_algorithm") else "EXPLICIT"
+        padding = algorithm if algorithm in ("SAME", "VALID") else list(op.attr("paddings"))
+        return F.conv2d(x, w, stride=list(op.attr("strides")), padding=padding, dilation=list(op.attr("dilations")),
+                        groups=op.attr("groups")).numpy()
+    if op.type == "matmul_v2":
+        return paddle.matmul(x, w, transpose_x=op.attr("trans_x"), transpose_y=op.attr("trans_y")).numpy()
+    return None
+
+
+def _quantized_ops(program, persistable: set[str]) -> list[tuple]:
+    """(op, activation var, its scale var, weight var, dequantized weight var) per quantized op."""
+    quant = {op.output("Y")[0]: (op.input("X")[0], op.input("Scale")[0])
+             for op in program.global_block().ops if op.type == "quantize_linear"}
+    dequant = {op.output("Y")[0]: op.input("X")[0]
+               for op in program.global_block().ops if op.type == "dequantize_linear"}
+    found = []
+    for op in program.global_block().ops:
+        if op.type not in QUANTIZED_OPS:
+            continue
+        weight = next((n for n in op.input_arg_names if dequant.get(n) in persistable), None)
+        act = next((quant[dequant[n]] for n in op.input_arg_names if dequant.get(n) in quant), None)
+        if weight and act:
+            found.append((op, act[0], act[1], dequant[weight], weight))
+    return found
+
+
+def _sensitivity(paddle, reference: dict, model: Path, params: Path) -> dict:
+    """ranked: the ops still quantized, worst first, by their *own* damage: SQNR against FP32 of the op
+    fed the FP32 input rounded with its calibrated range and its int8 weights (so a layer ruined
+    upstream does not hide or blame another). output_sqnr: the model outputs' SQNR against FP32
+    (a finer signal than a metric stuck at 0)."""
+    import numpy as np
+
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        program, outputs = _load(exe, model, params)
+        persistable = {v.name for v in program.list_vars() if v.persistable}
+        ops = _quantized_ops(program, persistable)
+        fetch = list(outputs) + [dq for *_, dq in ops]
+        runs = [exe.run(program, feed=feed, fetch_list=fetch, return_numpy=True) for feed in reference["feeds"]]
+        scales = {s: float(np.array(scope.find_var(s).get_tensor()).ravel()[0]) for _, _, s, _, _ in ops}
+    got = dict(zip(fetch, runs[0]))
+    ref = reference["values"]
+    paddle.disable_static()
+    try:
+        ranked = []
+        for op, act, scale, weight, dequantized in ops:
+            out = op.output_arg_names[0]
+            if act not in ref or out not in ref:
+                continue
+            local = [_apply(paddle, op, _fake_quant(x, scales[scale]), got[dequantized]) for x in ref[act]]
+            if local[0] is not None:
+                ranked.append({"weight": weight, "op": op.type, "sqnr": round(_sqnr(ref[out], local), 3)})
+    finally:
+        paddle.enable_static()
+    ranked.sort(key=lambda r: r["sqnr"])
+    sqnrs = [_sqnr(ref[name], [run[i] for run in runs]) for i, name in enumerate(outputs) if name in ref]
+    return {"ranked": ranked, "output_sqnr": round(min(sqnrs), 3) if sqnrs else None}
+
+
+def census(args: argparse.Namespace) -> dict:
+    """Operators of a program written by Paddle Lite's opt (protobuf), by type and by whether opt
+    set them to run in int8 (`enable_int8`): what the `.nb` made from the same run will execute."""
+    from collections import Counter
+
+    from paddle.base.proto import framework_pb2
+
+    desc = framework_pb2.ProgramDesc()
+    desc.ParseFromString(Path(args.model).read_bytes())
+    int8, other = Counter(), Counter()
+    for op in desc.blocks[0].ops:
+        flag = next((a.b for a in op.attrs if a.name == "enable_int8"), False)
+        (int8 if flag else other)[op.type] += 1
+    return {"int8": dict(int8), "float_or_other": dict(other)}
+
+
+def main() -> int:
+    from .paddle_worker import report_verdict
+
+    parser = argparse.ArgumentParser(prog="python -m converters.paddle_ptq_worker")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("quantize").add_argument("--jobs", required=True)
+    sub.add_parser("census").add_argument("--model", required=True)
+    args = parser.parse_args()
+    return report_verdict(quantize if args.command == "quantize" else census, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
