@@ -5,6 +5,7 @@ an interrupted conversion never leaves a half-written bundle where a good one wa
 """
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ from runtimes import __version__
 from runtimes.bundle import (MANIFEST_NAME, Artifact, BundleFile, Manifest, ModelEntry, Provenance,
                              RuntimeOptions, SourceFile, describe_file, sha256_of, write_manifest)
 from runtimes.errors import ConversionError
+from runtimes.toolpaths import READY_FILE, toolchain_dir
 
 from .spec import ExportSource
 
@@ -45,8 +47,14 @@ class BuiltModel:
     decision: str
 
 
-def tool_versions() -> dict[str, str]:
+def tool_versions(paddle_lite: bool = False) -> dict[str, str]:
     versions = {"edge": __version__, "python": platform.python_version()}
+    if paddle_lite:    # .nb files are tied to the Paddle Lite version of the opt that wrote them
+        try:
+            ready = json.loads((toolchain_dir("paddle-lite") / READY_FILE).read_text(encoding="utf-8"))
+            versions["paddlelite (opt)"] = ready["paddlelite"]
+        except (OSError, ValueError, KeyError):
+            versions["paddlelite (opt)"] = "unknown"
     for name in TOOLS:
         try:
             versions[name] = pkg_metadata.version(name)
@@ -106,7 +114,8 @@ def write_bundle(out: Path, *, pipeline: str, task: str, profile: str, runtime: 
                 files.append(BundleFile(**describe_file(staging, name)))
         manifest = Manifest(pipeline=pipeline, task=task, runtime=runtime, models=entries, files=files,
                             provenance=Provenance(created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                                  profile=profile, tools=tool_versions(),
+                                                  profile=profile, tools=tool_versions(
+                                                  any(a.format == "paddle_lite" for m in models for a in m.artifacts)),
                                                   host={"machine": platform.machine(), "system": platform.system(),
                                                         "processor": platform.processor() or "unknown"}),
                             metrics=metrics)

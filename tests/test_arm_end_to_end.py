@@ -55,6 +55,7 @@ def rpi_bundle(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
 def test_every_artifact_says_how_it_was_checked_and_what_did_not_run_here(rpi_bundle):
     manifest = Bundle.open(rpi_bundle[0]).manifest
     assert manifest.provenance.profile == "rpi"
+    assert manifest.provenance.tools["paddlelite (opt)"] == "2.13rc0"      # .nb files need this runtime version
     pictures = manifest.metrics["pictures"]
     assert pictures["calibration"] == ["cls_img_rot0_demo.jpg", "ocr_1.jpg"]
     assert pictures["validation"] == ["cls_img_rot180_demo.jpg", "ocr_11.jpg"]
