@@ -21,15 +21,17 @@ from .runners.base import Runner
 Feeds = dict[str, np.ndarray]
 
 
-def session(path, threads: int = 1):
-    """A CPU session as a device runs it (all graph optimisations, `threads` intra-op threads).
+def session(path, threads: int = 1, optimize: bool = True):
+    """A CPU session as a device runs it (all graph optimisations, `threads` intra-op threads); with
+    `optimize` False, the graph runs as written (no fusion that would change float rounding).
 
     A Runner (converters.runners: an artifact executed elsewhere) is returned as it is."""
     if isinstance(path, Runner):
         return path
     ort.set_default_logger_severity(3)   # silence per-initializer warnings on every load
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.log_severity_level = 3
     if threads > 0:
         opts.intra_op_num_threads = threads

@@ -11,18 +11,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ..latency import session
 from .base import InputInfo, Runner
 
 
 class OnnxUnoptimizedRunner(Runner):
     def __init__(self, path: Path, threads: int = 1):
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        opts.log_severity_level = 3
-        if threads > 0:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = session(path, threads, optimize=False)
         self.path = path
         self.description = f"onnxruntime {ort.__version__} CPU on {platform.machine()}, graph optimisations off"
 

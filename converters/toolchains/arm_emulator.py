@@ -20,7 +20,6 @@ the Debian archive (a mirror of it).
 from __future__ import annotations
 
 import getpass
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -31,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from runtimes.bundle import sha256_of
 from runtimes.toolpaths import cache_root, toolchain_dir
 
 from .base import Toolchain, ToolchainError, run_step
@@ -76,14 +76,6 @@ def cpuinfo_text(cpu: str) -> str:
 def _mb(path: Path) -> float:
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
     return round(sum(p.stat().st_size for p in files) / 1e6, 1)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class PrivateApt:
@@ -134,7 +126,7 @@ class PrivateApt:
             raise ToolchainError(f"{NAME}: apt resolved {len(wanted)} of {len(packages)} packages "
                                  f"({', '.join(packages)}); is {self.mirror} a Debian {SUITE} archive?")
         missing = [pkg for pkg, (name, digest) in zip(packages, wanted)
-                   if not (self.debs / name).is_file() or _sha256(self.debs / name) != digest]
+                   if not (self.debs / name).is_file() or sha256_of(self.debs / name) != digest]
         if missing:
             run_step(["apt-get", *self.options(), "download", *missing], f"downloading {len(missing)} .deb files",
                      NAME, cwd=self.debs, timeout=900)
