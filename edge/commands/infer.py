@@ -15,6 +15,7 @@ from runtimes.image import read_image
 from runtimes.tasks import load_task
 
 from ..daemon.contract import result_message
+from ..device.context import device_context
 from ..drawing import draw
 
 
@@ -42,7 +43,7 @@ def run_infer(args: argparse.Namespace) -> int:
     bundle = Bundle.open(args.bundle)
     if args.precision:
         bundle = bundle.with_precision(args.precision)
-    task = load_task(bundle)
+    task = load_task(bundle, device_context(bundle, None))
     failures = 0
     for seq, image_path in enumerate(args.images, start=1):
         try:

@@ -76,7 +76,7 @@ class Daemon:
             self.sinks.append(SerialSink(config.sinks.serial))
         for pipeline in config.pipelines:
             worker = PipelineWorker(pipeline, self.device, self.publisher, self.ledger, self.metrics,
-                                    [sink.write for sink in self.sinks], self.stop_event)
+                                    [sink.write for sink in self.sinks], self.stop_event, config.state_dir)
             self.workers[worker.name] = worker
             self.metrics.add_pipeline(worker.name)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import cv2
@@ -22,6 +23,7 @@ from runtimes.bundle import Bundle
 from runtimes.errors import EdgeError
 from runtimes.tasks import Task, load_task
 
+from ..device.context import device_context
 from . import contract
 from .config import PipelineConfig
 from .ledger import Ledger
@@ -37,11 +39,12 @@ Sink = Callable[[dict[str, Any]], None]      # gets every result message; must n
 
 class PipelineWorker:
     def __init__(self, config: PipelineConfig, device: str, publisher: MqttPublisher, ledger: Ledger | None,
-                 metrics: MetricsCollector, sinks: list[Sink], stop: threading.Event):
+                 metrics: MetricsCollector, sinks: list[Sink], stop: threading.Event, state_dir: Path | None = None):
         self.config, self.device, self.publisher, self.ledger = config, device, publisher, ledger
         self.metrics, self.sinks, self.stop = metrics, sinks, stop
+        self.state_dir = state_dir
         self.name: str = config.name or ""
-        self.bundle, self.task = _load(config.bundle)
+        self.bundle, self.task = _load(config.bundle, state_dir)
         self.source: Source = open_source(config.source, config.poll_interval)
         self.threshold = config.threshold
         self.rules = RuleEngine(config.rules)
@@ -184,7 +187,7 @@ class PipelineWorker:
 
     def reload(self, bundle_path: str | None) -> None:
         """Open the bundle again (or another one) and swap it in between two frames; the old one stays on failure."""
-        bundle, task = _load(bundle_path or self.bundle.root)
+        bundle, task = _load(bundle_path or self.bundle.root, self.state_dir)
         with self._swap:
             self.bundle, self.task = bundle, task
         log.info("pipeline '%s' now runs %s (%s)", self.name, bundle.root, ", ".join(task.models))
@@ -207,9 +210,9 @@ class PipelineWorker:
                 "threshold": self.threshold, "rules": [rule.name for rule in self.rules.rules]}
 
 
-def _load(path: Any) -> tuple[Bundle, Task]:
+def _load(path: Any, state_dir: Path | None) -> tuple[Bundle, Task]:
     bundle = Bundle.open(path)
-    return bundle, load_task(bundle)
+    return bundle, load_task(bundle, device_context(bundle, state_dir))
 
 
 def save_snapshot(image: np.ndarray, folder: Any, name: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..bundle import Artifact, Bundle, RuntimeOptions
 from ..errors import BackendError
+from ..run_context import RunContext
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,10 @@ for _format, _module in BACKEND_MODULES.items():
             BACKENDS[_format] = _obj
 
 
-def create_backend(artifact_format: str, path: Path, runtime: RuntimeOptions) -> Backend:
+def create_backend(artifact_format: str, path: Path, runtime: RuntimeOptions,
+                   context: RunContext | None = None) -> Backend:
     if artifact_format in BACKENDS:
-        return BACKENDS[artifact_format](path, runtime)
+        return BACKENDS[artifact_format](path, runtime, context)
     if artifact_format in UNAVAILABLE:
         raise BackendError(f"cannot run a '{artifact_format}' artifact here: its runtime is not installed "
                            f"({UNAVAILABLE[artifact_format]})")
@@ -62,14 +64,21 @@ def why_not_loadable(artifact: Artifact) -> str | None:
     return None
 
 
-def open_artifact(bundle: Bundle, role: str) -> tuple[Artifact, Backend]:
-    """The bundle's selected artifact for `role`, or else the first listed one this machine can load.
+def open_artifact(bundle: Bundle, role: str, context: RunContext | None = None) -> tuple[Artifact, Backend]:
+    """The artifact this device chose for `role` (its `edge bench` record, in `context`), else the bundle's
+    selected one, else the first listed one this machine can load.
 
     The manifest lists a model's artifacts in the profile's order of preference, so falling back in
     that order keeps the converter's ranking; each skipped artifact is logged with its reason."""
+    context = context or RunContext()
     entry = bundle.manifest.model(role)
     chosen = entry.selected_artifact()
-    order = [chosen] + [a for a in entry.artifacts if a.path != chosen.path]
+    preferred = [a for a in entry.artifacts if a.path == context.prefer.get(role)]
+    if context.prefer.get(role) and not preferred:
+        log.warning("%s: the recorded choice %s is not in this bundle; using the bundle's order", role,
+                    context.prefer[role])
+    order = preferred + [chosen] + [a for a in entry.artifacts if a.path != chosen.path]
+    order = [a for i, a in enumerate(order) if a.path not in {b.path for b in order[:i]}]
     reasons = []
     for artifact in order:
         why = why_not_loadable(artifact)
@@ -77,7 +86,8 @@ def open_artifact(bundle: Bundle, role: str) -> tuple[Artifact, Backend]:
             if reasons:
                 log.info("%s: runs %s (%s %s) instead: %s", role, artifact.path, artifact.format,
                          artifact.precision, "; ".join(reasons))
-            return artifact, create_backend(artifact.format, bundle.path_of(artifact.path), bundle.manifest.runtime)
+            return artifact, create_backend(artifact.format, bundle.path_of(artifact.path),
+                                            bundle.manifest.runtime, context)
         reasons.append(f"{artifact.path} skipped: {why}")
         log.info("%s: %s skipped: %s", role, artifact.path, why)
     raise BackendError(f"model '{role}': no artifact of this bundle loads here ({'; '.join(reasons)})")

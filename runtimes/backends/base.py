@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bundle import RuntimeOptions
+from ..run_context import RunContext
 
 
 class Backend(ABC):
@@ -14,8 +15,9 @@ class Backend(ABC):
 
     format: str = ""
 
-    def __init__(self, path: Path, runtime: RuntimeOptions):
+    def __init__(self, path: Path, runtime: RuntimeOptions, context: RunContext | None = None):
         self.path, self.runtime = path, runtime
+        self.context = context or RunContext()
 
     @property
     @abstractmethod

@@ -9,6 +9,7 @@ import onnxruntime as ort
 
 from ..bundle import RuntimeOptions
 from ..errors import BackendError
+from ..run_context import RunContext
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,8 @@ def session_options(threads: int) -> ort.SessionOptions:
 class OnnxRuntimeBackend(Backend):
     format = "onnx"
 
-    def __init__(self, path: Path, runtime: RuntimeOptions):
-        super().__init__(path, runtime)
+    def __init__(self, path: Path, runtime: RuntimeOptions, context: RunContext | None = None):
+        super().__init__(path, runtime, context)
         available = set(ort.get_available_providers())
         wanted = list(zip(runtime.providers, runtime.provider_options or [{}] * len(runtime.providers)))
         chosen = [(p, o) for p, o in wanted if p in available]

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..bundle import RuntimeOptions
 from ..errors import BackendError
+from ..run_context import RunContext
 from ..toolpaths import READY_FILE, toolchain_dir
 from ..workers.client import WORKER_DIR, WorkerProcess
 from .base import Backend
@@ -79,8 +80,8 @@ if find_runtime() is None:
 class PaddleLiteBackend(Backend):
     format = "paddle_lite"
 
-    def __init__(self, path: Path, runtime: RuntimeOptions):
-        super().__init__(path, runtime)
+    def __init__(self, path: Path, runtime: RuntimeOptions, context: RunContext | None = None):
+        super().__init__(path, runtime, context)
         found = find_runtime()
         if found is None:
             raise BackendError(HOW_TO_GET)

@@ -8,6 +8,7 @@ import importlib
 
 from ..bundle import Bundle
 from ..errors import BundleError
+from ..run_context import RunContext
 from .base import ModelRunner, Task, TaskOutput, Timings
 
 TASK_MODULES = {"ocr": "ocr", "detection": "detection", "classification": "classification",
@@ -24,8 +25,9 @@ def task_class(name: str) -> type[Task]:
     raise BundleError(f"task module '{TASK_MODULES[name]}' defines no task named '{name}'")
 
 
-def load_task(bundle: Bundle) -> Task:
-    return task_class(bundle.manifest.task)(bundle)
+def load_task(bundle: Bundle, context: RunContext | None = None) -> Task:
+    """The bundle's pipeline, its models opened as this device's `context` says (bench choice, state folder)."""
+    return task_class(bundle.manifest.task)(bundle, context)
 
 
-__all__ = ["TASK_MODULES", "task_class", "load_task", "Task", "TaskOutput", "Timings", "ModelRunner"]
+__all__ = ["RunContext", "TASK_MODULES", "task_class", "load_task", "Task", "TaskOutput", "Timings", "ModelRunner"]

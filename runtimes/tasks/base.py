@@ -10,6 +10,7 @@ import numpy as np
 
 from ..backends import open_artifact
 from ..bundle import Bundle, ModelEntry
+from ..run_context import RunContext
 from .preprocess import Preprocess
 
 
@@ -51,9 +52,10 @@ class TaskOutput:
 class ModelRunner:
     """One model of a bundle: its pre-processing chain and its backend, ready to run."""
 
-    def __init__(self, bundle: Bundle, role: str):
+    def __init__(self, bundle: Bundle, role: str, context: RunContext | None = None):
+        self.role = role
         self.entry: ModelEntry = bundle.manifest.model(role)
-        self.artifact, self.backend = open_artifact(bundle, role)
+        self.artifact, self.backend = open_artifact(bundle, role, context or RunContext())
         self.preprocess = Preprocess(self.entry.preprocess)
         self.input_name = self.backend.input_names[0]
 
@@ -66,8 +68,9 @@ class Task(ABC):
 
     name: str = ""
 
-    def __init__(self, bundle: Bundle):
+    def __init__(self, bundle: Bundle, context: RunContext | None = None):
         self.bundle = bundle
+        self.context = context or RunContext()
 
     @abstractmethod
     def __call__(self, image: np.ndarray) -> TaskOutput:

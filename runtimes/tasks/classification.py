@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..bundle import Bundle, ModelEntry
 from ..errors import BundleError
+from ..run_context import RunContext
 from .base import ModelRunner, Stopwatch, Task, TaskOutput, Timings
 
 ROLE = "classifier"
@@ -50,9 +51,9 @@ def top_k(scores: np.ndarray, k: int, labels: list[str] | None) -> list[dict[str
 class ClassificationTask(Task):
     name = "classification"
 
-    def __init__(self, bundle: Bundle):
-        super().__init__(bundle)
-        self.runner = ModelRunner(bundle, ROLE)
+    def __init__(self, bundle: Bundle, context: RunContext | None = None):
+        super().__init__(bundle, context)
+        self.runner = ModelRunner(bundle, ROLE, self.context)
         self.params = topk_params(self.runner.entry)
         self.labels = self.runner.entry.labels
 

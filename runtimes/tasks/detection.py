@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..bundle import Bundle, ModelEntry
 from ..errors import BundleError
+from ..run_context import RunContext
 from .base import ModelRunner, Stopwatch, Task, TaskOutput, Timings
 from .nms import Detections, multiclass_nms
 from .preprocess import Frame
@@ -193,9 +194,9 @@ def decode_detections(outputs: list[np.ndarray], frame: Frame, input_hw: tuple[i
 class DetectionTask(Task):
     name = "detection"
 
-    def __init__(self, bundle: Bundle):
-        super().__init__(bundle)
-        self.runner = ModelRunner(bundle, ROLE)
+    def __init__(self, bundle: Bundle, context: RunContext | None = None):
+        super().__init__(bundle, context)
+        self.runner = ModelRunner(bundle, ROLE, self.context)
         self.params = detection_params(self.runner.entry)
         self.labels = self.runner.entry.labels
         self.input_names = self.runner.backend.input_names

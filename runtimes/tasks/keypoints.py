@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..bundle import Bundle, ModelEntry
 from ..errors import BackendError, BundleError
+from ..run_context import RunContext
 from . import heatmap
 from .base import ModelRunner, Stopwatch, Task, TaskOutput, Timings
 from .detection import decode_detections, detection_params, detector_feeds, image_input
@@ -112,13 +113,13 @@ class PoseInput:
 class KeypointsTask(Task):
     name = "keypoints"
 
-    def __init__(self, bundle: Bundle):
-        super().__init__(bundle)
-        self.detector = ModelRunner(bundle, "detector")
+    def __init__(self, bundle: Bundle, context: RunContext | None = None):
+        super().__init__(bundle, context)
+        self.detector = ModelRunner(bundle, "detector", self.context)
         self.det_params = detection_params(self.detector.entry)
         self.det_inputs = self.detector.backend.input_names
         image_input(self.det_inputs)      # refuse an unknown input layout at load, not per image
-        self.pose = ModelRunner(bundle, "pose")
+        self.pose = ModelRunner(bundle, "pose", self.context)
         self.params = pose_params(self.pose.entry)
         self.pose_input = PoseInput(self.pose.entry, self.params)
         labels = self.detector.entry.labels or []

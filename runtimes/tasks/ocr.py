@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..bundle import Bundle, ModelEntry
 from ..errors import BundleError
+from ..run_context import RunContext
 from .base import ModelRunner, Stopwatch, Task, TaskOutput, Timings
 from .ocr_db import DbParams, add_margin, db_boxes, remove_margin
 from .ocr_text import crop_text, ctc_decode, line_batches, load_charset, reading_order, rec_batch, rotate_upside_down
@@ -106,8 +107,8 @@ class LineInput(_Strict):
 class OcrTask(Task):
     name = "ocr"
 
-    def __init__(self, bundle: Bundle):
-        super().__init__(bundle)
+    def __init__(self, bundle: Bundle, context: RunContext | None = None):
+        super().__init__(bundle, context)
         manifest = bundle.manifest
         self.det_params: DbParams = postprocess_params(manifest.model("det"))
         self.rec_params: CtcParams = postprocess_params(manifest.model("rec"))
@@ -126,9 +127,9 @@ class OcrTask(Task):
                 raise BundleError(f"model '{entry.name}' (cls) needs labels including '{UPSIDE_DOWN_LABEL}' "
                                   f"(it has {entry.labels})")
             self.upside_down = entry.labels.index(UPSIDE_DOWN_LABEL)
-            self.cls = ModelRunner(bundle, "cls")
-        self.det = ModelRunner(bundle, "det")
-        self.rec = ModelRunner(bundle, "rec")
+            self.cls = ModelRunner(bundle, "cls", self.context)
+        self.det = ModelRunner(bundle, "det", self.context)
+        self.rec = ModelRunner(bundle, "rec", self.context)
 
     def __call__(self, image: np.ndarray) -> TaskOutput:
         timings = Timings()

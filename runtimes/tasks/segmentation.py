@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..bundle import Bundle, ModelEntry
 from ..errors import BundleError
+from ..run_context import RunContext
 from . import rle
 from .base import ModelRunner, Stopwatch, Task, TaskOutput, Timings
 from .preprocess import Frame
@@ -100,12 +101,12 @@ def describe(labels: np.ndarray, names: list[str] | None, params: SegParams) -> 
 class SegmentationTask(Task):
     name = "segmentation"
 
-    def __init__(self, bundle: Bundle):
-        super().__init__(bundle)
+    def __init__(self, bundle: Bundle, context: RunContext | None = None):
+        super().__init__(bundle, context)
         entry = bundle.manifest.model("segmenter")
         self.params = seg_params(entry)
         self.labels = entry.labels
-        self.segmenter = ModelRunner(bundle, "segmenter")
+        self.segmenter = ModelRunner(bundle, "segmenter", self.context)
 
     def __call__(self, image: np.ndarray) -> TaskOutput:
         timings = Timings()

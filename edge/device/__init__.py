@@ -1,0 +1,1 @@
+"""What this device knows about running bundles: its state folder and its own measured choices."""
