@@ -5,7 +5,6 @@ picks the shipped profile that fits this machine.
 """
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 from runtimes.errors import ConfigError
@@ -65,37 +64,16 @@ def load_all() -> list[Profile]:
     return [load(name) for name in names()]
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def _device_model() -> str:
-    try:
-        return Path("/proc/device-tree/model").read_text(errors="ignore").strip("\x00 \n")
-    except OSError:
-        return ""
+# Imported after load/load_all exist (detect.py loads the profiles through them at call time). This
+# binds the submodule as the attribute `detect`; the function below takes the name back, so
+# `device_profiles.detect()` stays the Profile callers always had.
+from .detect import Detection, detect_profile  # noqa: E402
 
 
 def detect() -> Profile:
-    """The shipped profile that fits the machine this runs on."""
-    arch = platform.machine().lower()
-    if arch in ("x86_64", "amd64"):
-        return load("x86-vnni" if {"avx512_vnni", "avx_vnni"} & _cpu_flags() else "x86-avx2")
-    model = _device_model()
-    if "Orin" in model:
-        return load("jetson-orin")
-    if "NVIDIA Jetson" in model or Path("/etc/nv_tegra_release").exists():
-        return load("jetson-nano")
-    if "Raspberry Pi 5" in model:
-        return load("rpi5")
-    return load("rpi4")
+    """The shipped profile that fits the machine this runs on (`detect_profile()` also says why)."""
+    return load(detect_profile().profile)
 
 
-__all__ = ["Profile", "ArtifactChoice", "QuantScheme", "load", "load_all", "names", "detect", "path_of", "families"]
+__all__ = ["Profile", "ArtifactChoice", "QuantScheme", "load", "load_all", "names", "detect", "detect_profile",
+           "Detection", "path_of", "families"]

@@ -1,11 +1,13 @@
-"""`edge profiles list|show NAME|validate FILE`."""
+"""`edge profiles list|show NAME|validate FILE|detect`."""
 from __future__ import annotations
 
 import argparse
+import json
 
 import yaml
 
 import device_profiles
+from runtimes.errors import EdgeError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,16 +20,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     validate = actions.add_parser("validate", help="check a profile YAML file of your own")
     validate.add_argument("file")
     validate.set_defaults(handler=validate_profile)
+    detect = actions.add_parser("detect", help="which shipped profile fits this machine, and why")
+    detect.add_argument("--json", action="store_true", help="print one JSON object (profile, reasons, ...)")
+    detect.add_argument("--root", default="/", metavar="DIR",
+                        help="read proc/ and etc/ under DIR instead of / (e.g. a mounted SD card image)")
+    detect.add_argument("--machine", metavar="ARCH",
+                        help="CPU architecture to assume, e.g. aarch64 (default: this machine's)")
+    detect.set_defaults(handler=show_detection)
 
 
 def list_profiles(args: argparse.Namespace) -> int:
-    detected = device_profiles.detect().name
+    try:
+        detected = this_machine = device_profiles.detect_profile().profile
+    except EdgeError as err:   # a machine no profile is for still gets the list
+        detected, this_machine = None, f"none fits ({err})"
     for profile in device_profiles.load_all():
         mark = "*" if profile.name == detected else " "
         artifacts = ", ".join(a.label() for a in profile.artifacts)
         family = f"  [family: {', '.join(profile.members)}]" if profile.members else ""
         print(f"{mark} {profile.name:<12} {profile.arch:<7} {profile.accelerator:<4} {artifacts}{family}")
-    print(f"(* = this machine: {detected}; a family name builds what every member runs)")
+    print(f"(* = this machine: {this_machine}; a family name builds what every member runs;"
+          " `edge profiles detect` says why)")
+    return 0
+
+
+def show_detection(args: argparse.Namespace) -> int:
+    found = device_profiles.detect_profile(root=args.root, machine=args.machine)
+    if args.json:
+        print(json.dumps(found.as_json(), ensure_ascii=False))
+        return 0
+    profile = device_profiles.load(found.profile)
+    print(f"{found.profile}{' (a guess)' if found.guess else ''}: {profile.description}")
+    print("why:")
+    for reason in found.reasons:
+        print(f"  - {reason}")
     return 0
 
 
