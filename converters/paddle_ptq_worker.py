@@ -107,8 +107,9 @@ def _trim_attrs(source: Path, saved: Path) -> int:
 
 
 def quantize(args: argparse.Namespace) -> dict:
-    """Every job: {"algo", "skip": weight names whose ops stay float, "out": folder, "probe": feeds
-    for the sensitivity ranking (0: none)}."""
+    """Every job: {"algo", "skip": weight names whose ops stay float, "out": folder, "probe": feeds for
+    the outputs' SQNR against FP32 (0: none), "rank": also rank the quantized ops by sensitivity,
+    "existing": the program in "out" is already quantized (rank it only)}."""
     import paddle
 
     spec = json.loads(Path(args.jobs).read_text(encoding="utf-8"))
@@ -119,14 +120,18 @@ def quantize(args: argparse.Namespace) -> dict:
     done = []
     for job in spec["jobs"]:
         started = time.perf_counter()
-        _run_job(paddle, job, model, params, feeds)
+        if not job.get("existing"):
+            _run_job(paddle, job, model, params, feeds)
         result = {"out": job["out"], "seconds": round(time.perf_counter() - started, 1)}
         probe = feeds[: int(job.get("probe", 0))]
         if probe:
+            started = time.perf_counter()
             if reference is None or len(reference["feeds"]) < len(probe):
                 reference = {"feeds": probe, **_activations(paddle, model, params, probe)}
             out = Path(job["out"])
-            result.update(_sensitivity(paddle, reference, out / "model.pdmodel", out / "model.pdiparams"))
+            result.update(_sensitivity(paddle, reference, out / "model.pdmodel", out / "model.pdiparams",
+                                       bool(job.get("rank"))))
+            result["probe_seconds"] = round(time.perf_counter() - started, 1)
         done.append(result)
     return {"paddle": paddle.__version__, "jobs": done}
 
@@ -204,7 +209,7 @@ def _quantized_ops(program, persistable: set[str]) -> list[tuple]:
     return found
 
 
-def _sensitivity(paddle, reference: dict, model: Path, params: Path) -> dict:
+def _sensitivity(paddle, reference: dict, model: Path, params: Path, rank: bool = True) -> dict:
     """ranked: the ops still quantized, worst first, by their *own* damage: SQNR against FP32 of the op
     fed the FP32 input rounded with its calibrated range and its int8 weights (so a layer ruined
     upstream does not hide or blame another). output_sqnr: the model outputs' SQNR against FP32
@@ -216,7 +221,7 @@ def _sensitivity(paddle, reference: dict, model: Path, params: Path) -> dict:
         exe = paddle.static.Executor(paddle.CPUPlace())
         program, outputs = _load(exe, model, params)
         persistable = {v.name for v in program.list_vars() if v.persistable}
-        ops = _quantized_ops(program, persistable)
+        ops = _quantized_ops(program, persistable) if rank else []
         fetch = list(outputs) + [dq for *_, dq in ops]
         runs = [exe.run(program, feed=feed, fetch_list=fetch, return_numpy=True) for feed in reference["feeds"]]
         scales = {s: float(np.array(scope.find_var(s).get_tensor()).ravel()[0]) for _, _, s, _, _ in ops}

@@ -6,6 +6,7 @@ FP32 reference with the family's metric; the first that passes is what the devic
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +17,7 @@ from runtimes.bundle import RuntimeOptions
 from runtimes.errors import ConversionError
 
 from . import builders
+from .builders.base import BuildResult
 from .families import family_for
 from .package import BuiltModel, write_bundle
 from .pictures import choose_pictures
@@ -112,6 +114,32 @@ def _fp32_reference(source: ExportSource, profile: Profile, workdir: Path, image
     return model
 
 
+def _build_role(profile: Profile, role: str, source: ExportSource, fp32: ModelFile, workdir: Path,
+                progress: Callable[[str], None], options: dict[str, Any]) -> list[tuple[ArtifactChoice, BuildResult]]:
+    """Every artifact the profile asks for, for one model; checks may still be running (BuildResult.pending)."""
+    return [(choice, builders.build(choice, fp32, PassContext(workdir, _target(profile, choice), role, progress,
+                                                              dict(options))))
+            for choice in profile.artifacts]
+
+
+def _decide(profile: Profile, role: str, source: ExportSource, results: list[tuple[ArtifactChoice, BuildResult]],
+            progress: Callable[[str], None]) -> BuiltModel:
+    """The artifacts that passed, in the profile's order of preference, and the decision in words."""
+    artifacts = [r.artifact for _, r in results if r.artifact is not None]
+    reasons = [f"{choice.label()}: {r.reason}" for choice, r in results]
+    if not artifacts:
+        raise ConversionError(f"{role}: no artifact passed its check ({'; '.join(reasons)})")
+    chosen = artifacts[0]        # refused ones are absent
+    if _target(profile, profile.artifacts[0]).runs_on_host():
+        head = f"runs {chosen.format} {chosen.precision}"
+    else:
+        head = (f"first choice on the device: {chosen.format} {chosen.precision} (speed cannot be measured "
+                "here: every artifact that passed its check ships, in the profile's order)")
+    decision = f"{head}. " + "; ".join(reasons)
+    progress(f"{role}: {decision}")
+    return BuiltModel(source, artifacts, 0, decision)
+
+
 def convert(req: ConvertRequest) -> dict[str, Any]:
     profile = device_profiles.load(req.profile)
     builders.check_buildable(profile)
@@ -129,30 +157,20 @@ def convert(req: ConvertRequest) -> dict[str, Any]:
     fp32 = {role: _fp32_reference(src, profile, workdir, val, req.progress) for role, src in by_role.items()}
     family = family_for(task, {role: src.spec for role, src in by_role.items()})
     fp32_paths = {role: model.path for role, model in fp32.items()}
-    built, outputs = [], {}
-    for role, source in by_role.items():
-        artifacts, reasons = [], []
-        for choice in profile.artifacts:
-            ctx = PassContext(workdir, _target(profile, choice), role, req.progress,
-                              {"family": family, "fp32_models": fp32_paths, "calib_images": calib,
-                               "val_images": val, "threads": profile.threads, "source": source, **req.options})
-            result = builders.build(choice, fp32[role], ctx)
-            reasons.append(f"{choice.label()}: {result.reason}")
-            if result.artifact is not None:
-                artifacts.append(result.artifact)
-        if not artifacts:
-            raise ConversionError(f"{role}: no artifact passed its check ({'; '.join(reasons)})")
-        selected = 0          # artifacts are in the profile's order of preference; refused ones are absent
-        chosen = artifacts[selected]
-        if _target(profile, profile.artifacts[0]).runs_on_host():
-            head = f"runs {chosen.format} {chosen.precision}"
-        else:
-            head = (f"first choice on the device: {chosen.format} {chosen.precision} (speed cannot be measured "
-                    "here: every artifact that passed its check ships, in the profile's order)")
-        decision = f"{head}. " + "; ".join(reasons)
-        req.progress(f"{role}: {decision}")
-        built.append(BuiltModel(source, artifacts, selected, decision))
-        outputs[role] = builders.output_names(fp32[role].path)
+    options = {"family": family, "fp32_models": fp32_paths, "calib_images": calib, "val_images": val,
+               "threads": profile.threads, **req.options}
+    # One emulated check at a time beside the builds: qemu runs one thread, the builds use the other core.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="emulated-check") as pool:
+        try:
+            results = {role: _build_role(profile, role, source, fp32[role], workdir, req.progress,
+                                         {**options, "source": source, "check_pool": pool})
+                       for role, source in by_role.items()}
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        built = [_decide(profile, role, by_role[role], [(c, r.settle()) for c, r in results[role]], req.progress)
+                 for role in by_role]
+    outputs = {role: builders.output_names(fp32[role].path) for role in by_role}
     manifest = write_bundle(req.out, pipeline=req.name or shape.name, task=task, profile=profile.name,
                             runtime=_target(profile, profile.artifacts[0]).runtime, models=built,
                             outputs=outputs, metrics={"pictures": {"how": pictures.how,

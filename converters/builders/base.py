@@ -1,6 +1,7 @@
 """What every artifact builder returns, and the check records they share."""
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import metadata as pkg_metadata
 from pathlib import Path
@@ -15,6 +16,19 @@ from ..passes.base import PassContext, host_arch
 class BuildResult:
     artifact: BuiltArtifact | None
     reason: str
+    # A check still running beside the next builds (emulation: one core for qemu while the other
+    # calibrates); settle() waits for it and folds its verdict in.
+    pending: Future | None = None
+
+    def settle(self) -> "BuildResult":
+        if self.pending is None or self.artifact is None:
+            return self
+        verdict, record = self.pending.result()
+        self.artifact.checks.append(record)
+        if verdict is not None and not verdict.passed:
+            return BuildResult(None, f"refused: under emulation {verdict.describe()}")
+        return BuildResult(self.artifact, f"{self.reason}; under emulation: "
+                                          f"{verdict.describe() if verdict else 'not checked'}")
 
 
 def target_name(ctx: PassContext) -> str:

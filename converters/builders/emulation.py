@@ -6,6 +6,7 @@ provisioned by `edge toolchain install arm-emulator` (or by `edge convert` on fi
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,14 @@ def emulated_check(artifact: Path, ctx: PassContext) -> tuple[Evaluation | None,
     record.setdefault("validation_pictures", [Path(p).name for p in ctx.options.get("val_images", [])])
     ctx.progress(f"{ctx.role}: under emulation ({ctx.target.cpu}): {evaluation.describe()}")
     return evaluation, record
+
+
+def emulated_check_later(artifact: Path, ctx: PassContext) -> Future:
+    """emulated_check() on the pipeline's check pool (ctx.options["check_pool"]), so the emulator's core
+    works while the builds go on; without a pool, now. The future gives (verdict, record)."""
+    pool = ctx.options.get("check_pool")
+    if pool is not None:
+        return pool.submit(emulated_check, artifact, ctx)
+    done: Future = Future()
+    done.set_result(emulated_check(artifact, ctx))
+    return done

@@ -161,17 +161,19 @@ class _Search:
         return found
 
     def _plain(self) -> tuple[Candidate, list[str]]:
-        """Every quantizable op quantized, one range algorithm after the other until one meets the budget
-        (one PTQ run of TinyPose takes ~45 s here); the best one's ops ranked by sensitivity."""
-        found, rankings = [], {}
+        """Every quantizable op quantized, one range algorithm after the other until one meets the budget;
+        if none does, the best one's ops ranked by sensitivity (ranking only that one: it is most of a
+        PTQ job's time on deep models)."""
+        found = []
         for algo in RANGE_ALGOS:
             job = self._quantize([{"algo": algo, "out": str(self.work / f"{algo}.f0"), "probe": PROBE_FEEDS}])[0]
             found.append(self._judge(job, algo, []))
-            rankings[algo] = [r["weight"] for r in job["ranked"]]
             if found[-1].evaluation.passed:
-                break
+                return found[-1], []
         best = max(found, key=lambda c: c.rank)
-        return best, rankings[best.algo]
+        ranked = self._quantize([{"algo": best.algo, "out": str(best.path.parent), "probe": PROBE_FEEDS,
+                                  "rank": True, "existing": True}])[0]
+        return best, [r["weight"] for r in ranked["ranked"]]
 
     def _keep_in_float(self, best: Candidate, ranking: list[str], started: float) -> Candidate:
         """The worst 1, 2, 4, ... ops of the ranking kept in float, until a candidate meets the budget."""

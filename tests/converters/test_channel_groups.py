@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 
-from converters.calibration import collect_stats, write_range_cache
+from converters.calibration import RANGE_METHODS, TensorStats, collect_stats, write_range_cache
 from converters.families import family_for
 from converters.passes.base import ModelFile, PassContext, Target
 from converters.passes.channel_groups import MAX_GROUPS, groups_by_range, plan
@@ -78,3 +78,27 @@ def test_split_is_exact_and_int8_with_it_is_closer_to_fp32(layout, tmp_path):
         assert verdict.samples >= 10
         f1[blocks] = verdict.value
     assert f1[4] >= 0.95 and f1[4] > f1[0], f1        # measured here: 0.78 without, 1.0 with
+
+
+def test_ranges_of_the_split_graph_reuse_the_unsplit_ones_that_did_not_change(layout, tmp_path):
+    """collect_stats(known=...) takes a tensor's ranges from the unsplit graph only where its values are
+    the same, and gives the same ranges as measuring everything again."""
+    family, fp32, pictures = layout
+    feeds = family.calibration_feeds("detector", {"detector": fp32}, pictures, 4)
+    ranked, peaks = plan(fp32, feeds, tmp_path)
+    int8_form(fp32, tmp_path / "form0.onnx", [], peaks)
+    int8_form(fp32, tmp_path / "form2.onnx", ranked[:2], peaks)
+    base = collect_stats(tmp_path / "form0.onnx", feeds, tmp_path)
+    full = collect_stats(tmp_path / "form2.onnx", feeds, tmp_path)
+    reused = collect_stats(tmp_path / "form2.onnx", feeds, tmp_path, known=base)
+    taken = [name for name in reused if reused[name] is base.get(name)]
+    assert set(reused) == set(full) and len(full) - len(taken) >= 2 and len(taken) > 0.8 * len(full)
+    for name in full:
+        for method in RANGE_METHODS:
+            assert np.allclose(full[name].range(method), reused[name].range(method), rtol=1e-4, atol=1e-5), name
+    # recorded extremes that no longer hold (a name given other values) are measured again
+    victim = taken[0]
+    wrong = TensorStats(size=base[victim].size, mins=base[victim].mins, maxs=[2 * m + 1 for m in base[victim].maxs],
+                        tops=base[victim].tops, bottoms=base[victim].bottoms)
+    again = collect_stats(tmp_path / "form2.onnx", feeds, tmp_path, known={**base, victim: wrong})
+    assert again[victim] is not wrong and again[victim].range("minmax") == full[victim].range("minmax")
