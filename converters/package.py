@@ -15,14 +15,21 @@ from importlib import metadata as pkg_metadata
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+
 from runtimes import __version__
 from runtimes.bundle import (MANIFEST_NAME, Artifact, BundleFile, Manifest, ModelEntry, Provenance,
                              RuntimeOptions, SourceFile, describe_file, sha256_of, write_manifest)
 from runtimes.errors import ConversionError
+from runtimes.image import read_image
 from runtimes.toolpaths import READY_FILE, toolchain_dir
 
 from .spec import ExportSource
 
+SAMPLES = 4                  # validation pictures shipped in the bundle for `edge bench` on the device
+SAMPLE_SIDE = 1600           # longer pictures are shipped downscaled to this side (JPEG), to keep the bundle small
+SAMPLES_DIR = "samples"
 TOOLS = ("paddlepaddle", "paddle2onnx", "onnx", "onnxruntime", "numpy", "opencv-python-headless")
 
 
@@ -85,6 +92,29 @@ def _entry(root: Path, model: BuiltModel) -> ModelEntry:
                       source_format=model.source.format, source_files=_source_files(model.source))
 
 
+def _copy_samples(root: Path, pictures: list[Path]) -> list[BundleFile]:
+    """Up to SAMPLES of the judging pictures, spread over the list, into `samples/`: as they are, or
+    downscaled (longer side SAMPLE_SIDE, JPEG) when larger."""
+    if not pictures:
+        return []
+    picks = sorted({int(i) for i in np.linspace(0, len(pictures) - 1, min(SAMPLES, len(pictures))).round()})
+    (root / SAMPLES_DIR).mkdir()
+    listed = []
+    for picture in (pictures[i] for i in picks):
+        image = read_image(picture)
+        scale = SAMPLE_SIDE / max(image.shape[:2])
+        if scale >= 1.0:
+            name = f"{SAMPLES_DIR}/{picture.name}"
+            shutil.copyfile(picture, root / name)
+        else:
+            name = f"{SAMPLES_DIR}/{picture.stem}.jpg"
+            small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            if not cv2.imwrite(str(root / name), small, [cv2.IMWRITE_JPEG_QUALITY, 90]):
+                raise ConversionError(f"could not write the sample picture {name}")
+        listed.append(BundleFile(**describe_file(root, name)))
+    return listed
+
+
 def _swap_into_place(staging: Path, out: Path) -> None:
     if out.exists():
         if not (out / MANIFEST_NAME).is_file() and any(out.iterdir()):
@@ -99,7 +129,9 @@ def _swap_into_place(staging: Path, out: Path) -> None:
 
 
 def write_bundle(out: Path, *, pipeline: str, task: str, profile: str, runtime: RuntimeOptions,
-                 models: list[BuiltModel], outputs: dict[str, list[str]], metrics: dict[str, Any]) -> Manifest:
+                 models: list[BuiltModel], outputs: dict[str, list[str]], metrics: dict[str, Any],
+                 samples: list[Path] | None = None) -> Manifest:
+    """`samples`: pictures the artifacts were judged on; a few ship in the bundle (see _copy_samples)."""
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -113,6 +145,7 @@ def write_bundle(out: Path, *, pipeline: str, task: str, profile: str, runtime: 
                 (staging / name).write_text(text, encoding="utf-8")
                 files.append(BundleFile(**describe_file(staging, name)))
         manifest = Manifest(pipeline=pipeline, task=task, runtime=runtime, models=entries, files=files,
+                            samples=_copy_samples(staging, list(samples or [])),
                             provenance=Provenance(created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                                   profile=profile, tools=tool_versions(
                                                   any(a.format == "paddle_lite" for m in models for a in m.artifacts)),

@@ -94,7 +94,7 @@ def _group(sources: list[ExportSource]) -> tuple[str, PipelineShape, dict[str, E
 
 def _target(profile: Profile, choice: ArtifactChoice) -> Target:
     runtime = RuntimeOptions(threads=profile.threads, providers=profile.runtime.providers,
-                             provider_options=profile.runtime.provider_options)
+                             provider_options=profile.runtime.provider_options, openvino=profile.runtime.openvino)
     lite = tuple(profile.paddle_lite.valid_targets) if profile.paddle_lite else ()
     return Target(profile=profile.name, arch=profile.arch, accelerator=profile.accelerator, format=choice.format,
                   precision=choice.precision, quantization=choice.quantization, opset=profile.onnx.opset,
@@ -172,7 +172,7 @@ def convert(req: ConvertRequest) -> dict[str, Any]:
                  for role in by_role]
     outputs = {role: builders.output_names(fp32[role].path) for role in by_role}
     manifest = write_bundle(req.out, pipeline=req.name or shape.name, task=task, profile=profile.name,
-                            runtime=_target(profile, profile.artifacts[0]).runtime, models=built,
+                            runtime=_target(profile, profile.artifacts[0]).runtime, models=built, samples=val,
                             outputs=outputs, metrics={"pictures": {"how": pictures.how,
                                                                    "calibration": [p.name for p in calib],
                                                                    "validation": [p.name for p in val]}})

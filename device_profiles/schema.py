@@ -16,8 +16,8 @@ class Strict(BaseModel):
 
 
 class ArtifactChoice(Strict):
-    format: Literal["onnx", "paddle_lite"]
-    precision: Literal["fp32", "fp16", "int8"]
+    format: Literal["onnx", "paddle_lite", "openvino"]
+    precision: Literal["fp32", "fp16", "bf16", "int8"]
     quantization: QuantScheme | None = None
 
     @model_validator(mode="after")
@@ -39,6 +39,7 @@ class OnnxSettings(Strict):
 class RuntimeSettings(Strict):
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
     provider_options: list[dict[str, Any]] = Field(default_factory=list)
+    openvino: dict[str, Any] = Field(default_factory=dict)    # OpenVINO properties (PERFORMANCE_HINT, NUM_STREAMS)
 
     @model_validator(mode="after")
     def _options_match_providers(self) -> "RuntimeSettings":

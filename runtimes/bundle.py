@@ -35,14 +35,16 @@ class ArtifactCheck(Strict):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-BACKEND_OF_FORMAT = {"onnx": "onnxruntime", "paddle_lite": "Paddle Lite"}
+BACKEND_OF_FORMAT = {"onnx": "onnxruntime", "paddle_lite": "Paddle Lite", "openvino": "OpenVINO"}
+# bf16: OpenVINO IR executed in bfloat16 on CPUs with AVX512-BF16 or AMX (the file keeps f32 weights)
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
 
 class Artifact(Strict):
     """One runnable file: what it is, what it targets, and what it measured."""
     path: str
-    format: Literal["onnx", "paddle_lite"]
-    precision: Literal["fp32", "fp16", "int8"]
+    format: Literal["onnx", "paddle_lite", "openvino"]
+    precision: Precision
     quantization: str | None = None       # scheme, e.g. "qdq u8 activations, s8 per-channel weights"
     target: str                           # hardware it was built for: x86_64, aarch64, cuda, opencl
     bytes: int
@@ -51,6 +53,7 @@ class Artifact(Strict):
     fp32_nodes: list[str] = Field(default_factory=list)   # nodes kept in float inside an INT8 graph
     channel_groups: list[str] = Field(default_factory=list)   # INT8: convs whose channels got split ranges
     checks: list[ArtifactCheck] = Field(default_factory=list)
+    companions: list[str] = Field(default_factory=list)   # files it needs beside it (an OpenVINO IR's .bin)
 
     @property
     def backend(self) -> str:
@@ -102,6 +105,7 @@ class RuntimeOptions(Strict):
     threads: int = 0                       # 0: let the backend decide
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     provider_options: list[dict[str, Any]] = Field(default_factory=list)
+    openvino: dict[str, Any] = Field(default_factory=dict)   # OpenVINO properties (hints, streams) from the profile
 
 
 class Provenance(Strict):
@@ -118,6 +122,9 @@ class Manifest(Strict):
     runtime: RuntimeOptions
     models: list[ModelEntry]
     files: list[BundleFile] = Field(default_factory=list)
+    # A few of the pictures the converter judged the artifacts on, so a device can measure and compare
+    # them itself (`edge bench`); bundles made before this field carry none.
+    samples: list[BundleFile] = Field(default_factory=list)
     provenance: Provenance
     metrics: dict[str, Any] = Field(default_factory=dict)
 
@@ -180,7 +187,7 @@ class Bundle:
     def entries(self) -> list[tuple[str, int, str]]:
         """(path, bytes, sha256) of every file the manifest lists."""
         listed = [(a.path, a.bytes, a.sha256) for m in self.manifest.models for a in m.artifacts]
-        listed += [(f.path, f.bytes, f.sha256) for f in self.manifest.files]
+        listed += [(f.path, f.bytes, f.sha256) for f in self.manifest.files + self.manifest.samples]
         return listed
 
     def verify(self) -> list[str]:

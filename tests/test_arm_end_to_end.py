@@ -91,7 +91,7 @@ def test_inspect_says_what_loads_here_and_what_each_needs(rpi_bundle):
     text = proc.stdout
     assert "needs Paddle Lite on the device; loads here: no" in text
     assert "needs onnxruntime on the device; loads here: yes" in text
-    assert "not executed here:" in text and "qemu-aarch64" in text and "judged on the other 2" in text
+    assert "limits:" in text and "qemu-aarch64" in text and "judged on the other 2" in text
 
 
 def test_x86_runs_the_first_onnx_artifact_of_a_pi_bundle(rpi_bundle, shared_dir):

@@ -16,6 +16,7 @@ from runtimes.errors import UnsupportedTargetError
 
 from ..passes.base import ModelFile, PassContext
 from .base import BuildResult
+from .onnx_fp16 import build_onnx_fp16
 from .onnx_fp32 import build_onnx_fp32
 from .onnx_int8 import build_onnx_int8
 from .paddle_lite_fp import build_paddle_lite_fp16, build_paddle_lite_fp32
@@ -24,6 +25,7 @@ from .paddle_lite_int8 import build_paddle_lite_int8
 Builder = Callable[[ModelFile, PassContext], BuildResult]
 BUILDERS: dict[tuple[str, str], Builder] = {
     ("onnx", "fp32"): build_onnx_fp32,
+    ("onnx", "fp16"): build_onnx_fp16,
     ("onnx", "int8"): build_onnx_int8,
     ("paddle_lite", "fp32"): build_paddle_lite_fp32,
     ("paddle_lite", "fp16"): build_paddle_lite_fp16,

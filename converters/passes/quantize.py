@@ -18,10 +18,12 @@ Steps (numbers measured on PP-OCRv4, see bench/quant_ocr.py):
 Measured (1 thread, ratio to the exported FP32 graph): det 0.43 with box F1 0.993 (2 nodes float),
 rec 0.35 with CER 1.3%; the plain pipeline (basic graph, MinMax) gave det 0.63 / F1 0.968 and rec
 0.58 / CER 4.5%. ppocr cls INT8 is 1.7-1.9x slower than FP32 at any setting and is refused.
+
+On a CUDA target (Jetson: TensorRT) steps 2-3 run on TensorRT's explicit-quantization form instead
+(tensorrt_form.py: no step-1 rewrite, Q/DQ only where TensorRT fuses it), and step 4 is the device's.
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
@@ -43,10 +45,13 @@ from .channel_groups import hoist_concat_scale, plan, split_channel_groups
 from .graph_rewrites import (Graph, attr, conv_weights, drop_dead, fold_affine_into_next_conv, fuse_hardswish,
                              set_conv_params, topological_sort)
 from .optimize import PARITY_RTOL, output_drift
+from .quant_layout import QuantLayout, quantize_with
+from .tensorrt_form import SCHEME as TENSORRT_SCHEME, TENSORRT
 
-# scheme (device_profiles.schema.QuantScheme) -> (activation type, weight type, symmetric activations)
+# CPU layouts: scheme (device_profiles.schema.QuantScheme) -> (activation type, weight type, symmetric
+# activations); on a CUDA target the s8 scheme takes TensorRT's form instead (tensorrt_form.py)
 SCHEMES = {"qdq-u8a-s8w": ("QUInt8", "QInt8", False),   # CPU (x86 and ARM): integer kernels fuse these
-           "qdq-s8a-s8w": ("QInt8", "QInt8", True)}     # TensorRT: symmetric s8, zero point 0
+           "qdq-s8a-s8w": ("QInt8", "QInt8", True)}
 DEFAULT_SCHEME = "qdq-u8a-s8w"   # signed activations are not fused on x86 (1.1-4.2x slower than FP32)
 CALIBRATION_LIMIT = 16          # inputs; rec on all 58 crop batches: CER 1.5%, on 16: 1.3-1.4%
 LATENCY_FEEDS, LATENCY_ROUNDS = 4, 7
@@ -117,6 +122,14 @@ def int8_form(src: Path, dst: Path, seeds: list[str] = (), peaks: dict[str, np.n
     return counts
 
 
+# (target accelerator, scheme) -> how the calibrated graph is laid out for the runtime that executes it
+LAYOUTS: dict[tuple[str, str], QuantLayout] = {
+    **{("cpu", scheme): QuantLayout(f"onnxruntime cpu {scheme}", act, weight, {"ActivationSymmetric": symmetric},
+                                    int8_form) for scheme, (act, weight, symmetric) in SCHEMES.items()},
+    ("cuda", TENSORRT_SCHEME): TENSORRT,
+}
+
+
 @dataclass
 class Prepared:
     """An int8-form graph and its calibrated ranges; candidates differ in range method and float nodes."""
@@ -139,19 +152,10 @@ class Candidate:
                 "passed": self.evaluation.passed, "channel_groups": len(self.channel_groups)}
 
 
-def build_int8(src: Path, dst: Path, cache: Path, scheme: str, exclude: list[str]) -> Path:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    act, weight, symmetric = SCHEMES[scheme]
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "run pre-processing" nags
-    try:
-        quantize_static(str(src), str(dst), None, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=getattr(QuantType, act), weight_type=getattr(QuantType, weight),
-                        nodes_to_exclude=exclude, calibration_cache_path=str(cache),
-                        extra_options={"ActivationSymmetric": symmetric})
-    except Exception as err:  # onnxruntime.quantization raises assorted exceptions
-        raise ConversionError(f"quantize: onnxruntime could not quantize {src.name}: {str(err).splitlines()[0]}") \
-            from None
-    return dst
+def build_int8(src: Path, dst: Path, cache: Path, scheme: str, exclude: list[str],
+               layout: QuantLayout | None = None) -> Path:
+    """`src` quantized with the ranges in `cache` (default: the CPU layout of `scheme`)."""
+    return quantize_with(layout or LAYOUTS[("cpu", scheme)], src, dst, cache, exclude)
 
 
 def sqnr_drop_ranking(float_path: Path, int8_path: Path, feeds: list[dict], workdir: Path) -> list[str]:
@@ -218,12 +222,13 @@ class QuantizePass(Pass):
             raise ConversionError(f"quantize {ctx.role}: needs a task family, the FP32 models and calibration "
                                   "and validation images (give --calib)")
         scheme = ctx.target.quantization or DEFAULT_SCHEME
-        if scheme not in SCHEMES:
-            raise ConversionError(f"quantize {ctx.role}: unknown quantization scheme '{scheme}' "
-                                  f"(known: {', '.join(SCHEMES)})")
+        layout = LAYOUTS.get((ctx.target.accelerator, scheme))
+        if layout is None:
+            raise ConversionError(f"quantize {ctx.role}: no '{scheme}' quantization for a {ctx.target.accelerator} "
+                                  f"target (known: {', '.join(f'{s} on {a}' for a, s in LAYOUTS)})")
         threads = thread_counts(int(ctx.options.get("threads") or 0))
         work = ctx.workdir
-        notes: dict[str, Any] = {"scheme": scheme, "candidates": []}
+        notes: dict[str, Any] = {"scheme": scheme, "layout": layout.name, "candidates": []}
 
         lat_feeds = family.latency_feeds(ctx.role, fp32, val, LATENCY_FEEDS)
         feeds = family.calibration_feeds(ctx.role, fp32, calib, int(ctx.options.get("calib_limit", CALIBRATION_LIMIT)))
@@ -231,15 +236,19 @@ class QuantizePass(Pass):
         def prepare(seeds: list[str], peaks: dict[str, np.ndarray] | None = None) -> Prepared | None:
             """The int8 form (`seeds` split into channel groups), proven equal to FP32, with its ranges."""
             path = work / f"{ctx.role}.int8form.g{len(seeds)}.onnx"
-            counts = int8_form(model.path, path, seeds, peaks)
+            counts = layout.prepare(model.path, path, seeds, peaks)
             if output_drift(model.path, path, lat_feeds[:2]) > PARITY_RTOL:
                 return None
-            return Prepared(path, collect_stats(path, feeds, work, threads=max(threads)), list(seeds), counts)
+            known = graphs[0].stats if seeds and 0 in graphs else None     # most tensors keep their ranges
+            graphs[len(seeds)] = Prepared(path, collect_stats(path, feeds, work, threads=max(threads), known=known),
+                                          list(seeds), counts)
+            return graphs[len(seeds)]
 
+        graphs: dict[int, Prepared] = {}     # channel-group count -> its prepared graph
         base = prepare([])
         if base is None:
-            base = Prepared(model.path, collect_stats(model.path, feeds, work, threads=max(threads)), [],
-                            {"skipped": "the rewrite changed outputs"})
+            base = graphs[0] = Prepared(model.path, collect_stats(model.path, feeds, work, threads=max(threads)), [],
+                                        {"skipped": "the rewrite changed outputs"})
         notes["int8_form"] = base.counts
         notes["calibration"] = {"inputs": len(feeds), "images": len(calib), "validation_images": len(val)}
         ctx.progress(f"quantize {ctx.role}: calibrated on {len(feeds)} inputs from {len(calib)} images")
@@ -247,8 +256,9 @@ class QuantizePass(Pass):
         def candidate(method: str, exclude: list[str], graph: Prepared = base) -> Candidate:
             tag = f"{method}.g{len(graph.channel_groups)}.{len(exclude)}"
             cache = write_range_cache(graph.stats, method, work / f"{ctx.role}.ranges.{tag}.json")
-            out = build_int8(graph.path, work / f"{ctx.role}.int8.{tag}.onnx", cache, scheme, exclude)
-            found = Candidate(out, method, exclude, family.evaluate(ctx.role, fp32, out, val), graph.channel_groups)
+            out = build_int8(graph.path, work / f"{ctx.role}.int8.{tag}.onnx", cache, scheme, exclude, layout)
+            judged = layout.judge(out, max(threads)) if layout.judge else out
+            found = Candidate(out, method, exclude, family.evaluate(ctx.role, fp32, judged, val), graph.channel_groups)
             notes["candidates"].append(found.row())
             groups = f", {len(graph.channel_groups)} convs in channel groups" if graph.channel_groups else ""
             ctx.progress(f"quantize {ctx.role}: {method} ranges, {len(exclude)} nodes in float{groups}: "
@@ -265,12 +275,13 @@ class QuantizePass(Pass):
                 return self._refuse(model, notes, tried[0], "INT8 is slower than FP32 even with every node in "
                                     f"integer ({_ratio_text(notes['latency_ms'], threads)})", started)
         best = max(tried, key=lambda c: c.evaluation.rank)
-        if not best.evaluation.passed and base.counts.get("hardswish"):
+        if not best.evaluation.passed and (base.counts.get("hardswish") or base.counts.get("hardswish_kept")):
             ranked, peaks = plan(model.path, feeds, work)
             notes["channel_group_seeds_ranked"] = len(ranked)
             best = self._channel_groups(best, candidate, prepare, ranked, peaks)
-        if not best.evaluation.passed:      # last resort: single nodes in float
-            found = self._search(tried, candidate, base.path, lat_feeds, work)
+        if not best.evaluation.passed:      # last resort: single nodes in float, on the best graph so far
+            graph = graphs.get(len(best.channel_groups), base)
+            found = self._search(best, graph, candidate, lat_feeds, work, layout.fallback_ops)
             best = max((best, found), key=lambda c: c.evaluation.rank)
         if not best.evaluation.passed:
             if measurable:   # for the record only: the decision is already made
@@ -278,7 +289,7 @@ class QuantizePass(Pass):
             return self._refuse(model, notes, best, "no INT8 candidate met the budget "
                                 f"(best: {best.evaluation.describe()})", started)
         if not measurable:
-            where = f"{ctx.target.arch} {ctx.target.accelerator}"
+            where = ctx.target.arch if ctx.target.accelerator == "cpu" else ctx.target.accelerator
             notes["latency_not_measured"] = f"target runs on {where}; this host cannot time it (the device does)"
             reason = f"{best.evaluation.describe()}; latency not measured ({where} target: the device measures it)"
             return self._accept(model, notes, best, reason, started, ctx)
@@ -292,15 +303,21 @@ class QuantizePass(Pass):
         groups = f"; {len(best.channel_groups)} convs in channel groups" if best.channel_groups else ""
         return self._accept(model, notes, best, f"{best.evaluation.describe()}{groups}; {speed}", started, ctx)
 
-    def _search(self, tried: list[Candidate], make, prepared: Path, feeds, work: Path) -> Candidate:
-        """Keep the worst nodes of the best plain candidate (none of which passed) in float until one passes."""
-        base = max(tried, key=lambda c: c.evaluation.rank)
-        ranking = sqnr_drop_ranking(prepared, base.path, feeds[:RANKING_FEEDS], work)
+    def _search(self, base: Candidate, graph: Prepared, make, feeds, work: Path,
+                ops: frozenset[str] = frozenset()) -> Candidate:
+        """Keep the worst nodes of the best candidate so far (it missed), on its own graph (channel groups
+        included), in float until one passes (only nodes of `ops`, if given: the layout quantizes nothing else).
+        (picodet_s_320_coco for a Jetson calibrated on 2 keypoint pictures: float nodes on the plain graph
+        scored box F1 0.00, on top of its 8 convs in channel groups 0.94; neither passed 0.95.)"""
+        ranking = sqnr_drop_ranking(graph.path, base.path, feeds[:RANKING_FEEDS], work)
+        if ops:
+            kinds = {n.name: n.op_type for n in onnx.load(str(graph.path)).graph.node}
+            ranking = [name for name in ranking if kinds.get(name) in ops]
         best, stale = base, 0
         for count in SEARCH_STEPS:
             if count > len(ranking) or stale >= STALE_STEPS:
                 break       # more float nodes stopped helping: the cause is not a few sensitive nodes
-            found = make(base.method, ranking[:count])
+            found = make(base.method, ranking[:count], graph)
             if found.evaluation.passed:
                 return found
             stale = 0 if found.evaluation.rank > best.evaluation.rank else stale + 1

@@ -1,4 +1,4 @@
 """One module per subcommand group; each offers `add_parser(subparsers)` setting `handler`."""
-from . import convert, demo, infer, inspect, profiles, run, service, toolchain
+from . import bench, convert, demo, infer, inspect, profiles, run, service, toolchain
 
-COMMANDS = (profiles, convert, inspect, infer, run, service, demo, toolchain)
+COMMANDS = (profiles, convert, inspect, infer, bench, run, service, demo, toolchain)

@@ -14,6 +14,7 @@ from runtimes.errors import EdgeError
 from runtimes.image import read_image
 from runtimes.tasks import load_task
 
+from ..daemon.config import default_state_dir
 from ..daemon.contract import result_message
 from ..device.context import device_context
 from ..drawing import draw
@@ -26,7 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per image (edge.result/1)")
     parser.add_argument("--device-id", default=socket.gethostname().split(".")[0] or "local")
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"),
-                        help="run these artifacts of the bundle instead of the ones it selected")
+                        help="run these artifacts of the bundle instead of the ones it selected (or edge bench chose)")
+    parser.add_argument("--state-dir", type=Path,
+                        help="the daemon's state folder: its caches and the artifacts `edge bench` chose there "
+                             "(default ~/.local/state/edge/DEVICE_ID, as `edge run`)")
     parser.add_argument("--draw", type=Path, metavar="OUT",
                         help="draw the results: an image file for one IMAGE, else a folder (one file per image)")
     parser.set_defaults(handler=run_infer)
@@ -43,7 +47,8 @@ def run_infer(args: argparse.Namespace) -> int:
     bundle = Bundle.open(args.bundle)
     if args.precision:
         bundle = bundle.with_precision(args.precision)
-    task = load_task(bundle, device_context(bundle, None))
+    state_dir = args.state_dir or default_state_dir(args.device_id)
+    task = load_task(bundle, device_context(bundle, state_dir, use_record=not args.precision))
     failures = 0
     for seq, image_path in enumerate(args.images, start=1):
         try:

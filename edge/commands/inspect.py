@@ -3,16 +3,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
+from pathlib import Path
 
 from runtimes.backends import why_not_loadable
 from runtimes.bundle import Bundle
 from runtimes.errors import BundleError
+
+from ..daemon.config import default_state_dir
+from ..device.record import BenchRecord, read_record, record_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("inspect", help="show a bundle and verify its files")
     parser.add_argument("bundle")
     parser.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    parser.add_argument("--state-dir", type=Path, help="the daemon's state folder, to show what `edge bench` chose "
+                        "there (default ~/.local/state/edge/<this host's name>)")
     parser.set_defaults(handler=run_inspect)
 
 
@@ -20,8 +27,11 @@ def run_inspect(args: argparse.Namespace) -> int:
     bundle = Bundle.open(args.bundle, verify=False)
     manifest = bundle.manifest
     problems = bundle.verify()
+    state_dir = args.state_dir or default_state_dir(socket.gethostname().split(".")[0] or "local")
+    record = read_record(bundle, state_dir) if not problems else None
     if args.json:
-        print(json.dumps({"manifest": manifest.model_dump(mode="json"), "problems": problems}, ensure_ascii=False))
+        print(json.dumps({"manifest": manifest.model_dump(mode="json"), "problems": problems,
+                          "device_choice": record.model_dump(mode="json") if record else None}, ensure_ascii=False))
     else:
         prov = manifest.provenance
         print(f"bundle {args.bundle}: pipeline '{manifest.pipeline}' (task {manifest.task}), profile {prov.profile}, "
@@ -37,18 +47,38 @@ def run_inspect(args: argparse.Namespace) -> int:
                 print(f"         needs {art.backend} on the device; loads here: {'yes' if why is None else 'no, ' + why}")
                 for check in art.checks:
                     verdict = (f": {check.metric} {check.value:.4g} (budget {check.budget:g})"
-                               if check.metric and check.value is not None else "")
+                               if check.metric and check.value is not None else
+                               f": {check.metric} {'passed' if check.passed else 'FAILED'}"   # a structural check
+                               if check.metric and check.passed is not None else "")
                     print(f"         checked: {check.executed}{verdict}")
+                    if check.details.get("verified"):
+                        print(f"           verified: {check.details['verified']}")
                     if check.not_executed:
-                        print(f"         not executed here: {check.not_executed}")
+                        print(f"         limits: {check.not_executed}")
             print(f"    decision: {entry.decision}")
+            print_choice(record, entry.role)
         for item in manifest.files:
             print(f"  file: {item.path} {item.bytes} B sha256 {item.sha256[:12]}")
         pictures = manifest.metrics.get("pictures", {})
         if pictures:
             print(f"  pictures: {pictures.get('how')}")
         print(f"  tools: {', '.join(f'{k} {v}' for k, v in prov.tools.items())}")
+        print(f"  on this device: {device_summary(bundle, record, state_dir)}")
         print("verified: all files match their sha256" if not problems else "")
     if problems:
         raise BundleError(f"{args.bundle}: {len(problems)} problem(s): " + "; ".join(problems))
     return 0
+
+
+def print_choice(record: BenchRecord | None, role: str) -> None:
+    """What this device's `edge bench` chose for the model, and why (nothing without a record)."""
+    choice = next((c for c in record.roles if c.role == role), None) if record else None
+    if choice is not None:
+        print(f"    chosen on this device: {choice.chosen}: {choice.reason}")
+
+
+def device_summary(bundle: Bundle, record: BenchRecord | None, state_dir: Path) -> str:
+    samples = f"; {len(bundle.manifest.samples)} sample picture(s) for edge bench" if bundle.manifest.samples else ""
+    if record is None:
+        return f"no edge bench record in {state_dir}: the bundle's order, filtered by what loads here{samples}"
+    return f"the artifacts edge bench chose on {record.created} ({record_path(bundle, state_dir)}){samples}"

@@ -186,7 +186,8 @@ def reply_message(*, command: str, ok: bool, result: dict[str, Any] | None = Non
 
 
 # What a pipeline entry of the status description may say (name and task are required).
-STATUS_PIPELINE_FIELDS = ("name", "task", "bundle", "models", "source", "paused", "threshold", "rules")
+STATUS_PIPELINE_FIELDS = ("name", "task", "bundle", "models", "source", "paused", "threshold", "rules", "runs",
+                          "chosen")
 
 
 def status_description(device: str, version: str, profile: str | None, pipelines: list[dict[str, Any]],

@@ -88,6 +88,7 @@ class MetricsCollector:
         self._lock = threading.Lock()
         self._device = _Window(DEVICE_COUNTERS)
         self._pipelines: dict[str, _Window] = defaultdict(lambda: _Window(PIPELINE_COUNTERS))
+        self._runs: dict[str, list[dict[str, Any]]] = {}
         self._since = clock()
         self._cpu = CpuMeter(clock)
 
@@ -110,6 +111,12 @@ class MetricsCollector:
         with self._lock:
             self._pipelines[pipeline]   # noqa: B018 - defaultdict creates it
 
+    def set_runs(self, pipeline: str, runs: list[dict[str, Any]]) -> None:
+        """What runs each model of `pipeline` (role, artifact, precision, providers), repeated in every
+        snapshot so a dashboard reading metrics alone sees e.g. a Jetson that fell back to the CPU."""
+        with self._lock:
+            self._runs[pipeline] = [dict(run) for run in runs]
+
     def snapshot(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Close the interval: the metrics message body (without schema/id/ts/device), plus `extra`."""
         extra = dict(extra or {})
@@ -121,6 +128,9 @@ class MetricsCollector:
             seconds, self._since = now - self._since, now
             body: dict[str, Any] = {"interval_s": round(seconds, 3), **self._device.close(seconds)}
             body["pipelines"] = {name: window.close(seconds) for name, window in sorted(self._pipelines.items())}
+            for name, runs in self._runs.items():
+                if name in body["pipelines"]:
+                    body["pipelines"][name]["runs"] = [dict(run) for run in runs]
         body["cpu"] = self._cpu.sample()
         body["temperature_c"] = read_temperature(self._thermal_glob)
         body.update(extra)

@@ -120,6 +120,7 @@ class Daemon:
 
     def publish_metrics(self) -> None:
         for name, worker in self.workers.items():
+            self.metrics.set_runs(name, worker.model_runs())     # current after a reload too
             drops = worker.source.dropped
             if drops > self._seen_drops.get(name, 0):
                 self.metrics.count("dropped_frames", drops - self._seen_drops.get(name, 0), pipeline=name)

@@ -23,7 +23,7 @@ from runtimes.bundle import Bundle
 from runtimes.errors import EdgeError
 from runtimes.tasks import Task, load_task
 
-from ..device.context import device_context
+from ..device.context import describe_choice, device_context
 from . import contract
 from .config import PipelineConfig
 from .ledger import Ledger
@@ -207,7 +207,22 @@ class PipelineWorker:
         """This pipeline's entry in the status description."""
         return {"name": self.name, "task": self.bundle.manifest.task, "bundle": self.bundle.root.name,
                 "models": list(self.task.models), "source": self.source.kind, "paused": self.paused,
-                "threshold": self.threshold, "rules": [rule.name for rule in self.rules.rules]}
+                "threshold": self.threshold, "rules": [rule.name for rule in self.rules.rules],
+                "runs": self.model_runs(), "chosen": describe_choice(self.task.context)}
+
+    def model_runs(self) -> list[dict[str, Any]]:
+        """Per model: the artifact this device opened and what really runs it (for status/info and metrics)."""
+        with self._swap:
+            task = self.task
+        return model_runs(task)
+
+
+def model_runs(task: Task) -> list[dict[str, Any]]:
+    """`providers` is the backend's own report after loading (onnxruntime: `session.get_providers()`), not the
+    bundle's wish list: a TensorRT-first bundle on an onnxruntime without TensorRT says CPUExecutionProvider."""
+    return [{"role": role, "artifact": runner.artifact.path, "precision": runner.artifact.precision,
+             "providers": list(runner.backend.providers_in_use or [runner.artifact.backend])}
+            for role, runner in task.runners().items()]
 
 
 def _load(path: Any, state_dir: Path | None) -> tuple[Bundle, Task]:

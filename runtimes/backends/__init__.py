@@ -34,9 +34,9 @@ for _format, _module in BACKEND_MODULES.items():
 
 
 def create_backend(artifact_format: str, path: Path, runtime: RuntimeOptions,
-                   context: RunContext | None = None) -> Backend:
+                   context: RunContext | None = None, artifact: Artifact | None = None) -> Backend:
     if artifact_format in BACKENDS:
-        return BACKENDS[artifact_format](path, runtime, context)
+        return BACKENDS[artifact_format](path, runtime, context, artifact)
     if artifact_format in UNAVAILABLE:
         raise BackendError(f"cannot run a '{artifact_format}' artifact here: its runtime is not installed "
                            f"({UNAVAILABLE[artifact_format]})")
@@ -87,7 +87,7 @@ def open_artifact(bundle: Bundle, role: str, context: RunContext | None = None) 
                 log.info("%s: runs %s (%s %s) instead: %s", role, artifact.path, artifact.format,
                          artifact.precision, "; ".join(reasons))
             return artifact, create_backend(artifact.format, bundle.path_of(artifact.path),
-                                            bundle.manifest.runtime, context)
+                                            bundle.manifest.runtime, context, artifact)
         reasons.append(f"{artifact.path} skipped: {why}")
         log.info("%s: %s skipped: %s", role, artifact.path, why)
     raise BackendError(f"model '{role}': no artifact of this bundle loads here ({'; '.join(reasons)})")

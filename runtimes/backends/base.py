@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import RuntimeOptions
+from ..bundle import Artifact, RuntimeOptions
 from ..run_context import RunContext
 
 
@@ -15,9 +15,13 @@ class Backend(ABC):
 
     format: str = ""
 
-    def __init__(self, path: Path, runtime: RuntimeOptions, context: RunContext | None = None):
-        self.path, self.runtime = path, runtime
+    def __init__(self, path: Path, runtime: RuntimeOptions, context: RunContext | None = None,
+                 artifact: Artifact | None = None):
+        # `artifact` is the bundle's record of the file (precision, sha256), when it was opened from a bundle.
+        self.path, self.runtime, self.artifact = path, runtime, artifact
         self.context = context or RunContext()
+        # What really runs the model, as the backend reports it after loading (for logs, status and metrics).
+        self.providers_in_use: list[str] = []
 
     @property
     @abstractmethod

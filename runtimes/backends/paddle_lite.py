@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import RuntimeOptions
+from ..bundle import Artifact, RuntimeOptions
 from ..errors import BackendError
 from ..run_context import RunContext
 from ..toolpaths import READY_FILE, toolchain_dir
@@ -80,8 +80,9 @@ if find_runtime() is None:
 class PaddleLiteBackend(Backend):
     format = "paddle_lite"
 
-    def __init__(self, path: Path, runtime: RuntimeOptions, context: RunContext | None = None):
-        super().__init__(path, runtime, context)
+    def __init__(self, path: Path, runtime: RuntimeOptions, context: RunContext | None = None,
+                 artifact: Artifact | None = None):
+        super().__init__(path, runtime, context, artifact)
         found = find_runtime()
         if found is None:
             raise BackendError(HOW_TO_GET)
@@ -91,6 +92,8 @@ class PaddleLiteBackend(Backend):
         info = self.worker.start()         # BackendError saying why when the file does not load
         self._inputs, self._outputs = list(info["inputs"]), list(info["outputs"])
         self._fresh_per_shape = info.get("machine") in FRESH_PREDICTOR_PER_SHAPE
+        # What runs the model, in the same terms the onnxruntime backend reports its execution providers.
+        self.providers_in_use = [f"paddle_lite ({info.get('machine') or 'unknown CPU'} worker)"]
         self._shapes: tuple | None = None
         self.reshapes = 0
         log.info("Paddle Lite %s runs %s in worker %s (Python %s from %s)%s", info.get("paddlelite"), path.name,

@@ -79,3 +79,9 @@ class Task(ABC):
     @property
     def models(self) -> list[str]:
         return [m.name for m in self.bundle.manifest.models]
+
+    def runners(self) -> dict[str, ModelRunner]:
+        """The models this task opened, by role, in the manifest's order (an optional model it did not
+        open, e.g. OCR's angle classifier, is absent): what status and metrics report per model."""
+        opened = {value.role: value for value in vars(self).values() if isinstance(value, ModelRunner)}
+        return {m.role: opened[m.role] for m in self.bundle.manifest.models if m.role in opened}
