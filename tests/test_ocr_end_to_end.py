@@ -100,13 +100,16 @@ def test_inspect_verifies_hashes_and_refuses_a_tampered_artifact(ocr_bundle_dir,
 
 
 def test_convert_for_a_profile_it_cannot_build_yet_says_which_artifact(shared_dir, tmp_path):
+    """A user's edited copy of a profile asking for an artifact no builder makes (Paddle Lite has no bf16)."""
     det = shared_dir / "models" / "PP-OCR" / "ch_PP-OCRv4_det"
-    for profile, missing in (("jetson-orin", "onnx fp16"), ("jetson-nano", "onnx fp16")):
-        proc = edge("convert", str(det), "--profile", profile, "-o", str(tmp_path / profile))
-        assert proc.returncode != 0
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and missing in lines[0] and "cannot build yet" in lines[0], proc.stderr
-        assert not (tmp_path / profile).exists()
+    profile = tmp_path / "my-pi.yaml"
+    text = (ROOT / "device_profiles" / "rpi5.yaml").read_text()
+    profile.write_text(text.replace("name: rpi5", "name: my-pi").replace("precision: fp16", "precision: bf16"))
+    proc = edge("convert", str(det), "--profile", str(profile), "-o", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "paddle_lite bf16" in lines[0] and "cannot build yet" in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_convert_int8_without_calibration_images_is_refused(shared_dir, tmp_path):
