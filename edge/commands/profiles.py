@@ -59,6 +59,7 @@ def show_detection(args: argparse.Namespace) -> int:
 
 # What a device needs installed to load each artifact format (docs/raspberry-pi.md says how on a Pi).
 DEVICE_BACKENDS = {"onnx": "onnxruntime (pip install \"pp-edge[device]\")",
+                   "openvino": "OpenVINO (pip install \"pp-edge[openvino]\")",
                    "paddle_lite": "Paddle Lite's runtime for the device (ARM: the official prebuilt library and "
                                   "its Python module; see docs/raspberry-pi.md)"}
 

@@ -17,7 +17,7 @@ from .base import Backend
 
 log = logging.getLogger(__name__)
 
-BACKEND_MODULES = {"onnx": "onnxruntime", "paddle_lite": "paddle_lite"}
+BACKEND_MODULES = {"onnx": "onnxruntime", "paddle_lite": "paddle_lite", "openvino": "openvino"}
 BACKENDS: dict[str, type[Backend]] = {}
 UNAVAILABLE: dict[str, str] = {}
 

@@ -30,8 +30,8 @@ BOARDS = [
     ("x86-avx2", "x86_64", "x86-avx2", ["/proc/cpuinfo flags: avx2"]),
     ("x86-avx512-vnni", "x86_64", "x86-vnni", ["/proc/cpuinfo flags: avx512_vnni"]),
     ("x86-avx-vnni", "x86_64", "x86-vnni", ["/proc/cpuinfo flags: avx_vnni"]),
-    ("x86-amx", "x86_64", "x86-vnni", ["amx_tile, amx_int8, amx_bf16", "AMX", "avx512_vnni"]),
-    ("x86-amx-this-host", "x86_64", "x86-vnni", ["amx_tile, amx_int8, amx_bf16", "AMX", "avx512_vnni"]),
+    ("x86-amx", "x86_64", "x86-amx", ["/proc/cpuinfo flags: amx_tile, amx_int8, amx_bf16", "AMX"]),
+    ("x86-amx-this-host", "x86_64", "x86-amx", ["/proc/cpuinfo flags: amx_tile, amx_int8, amx_bf16", "AMX"]),
 ]
 
 
@@ -48,17 +48,16 @@ def test_each_real_device_detects_as_its_profile_naming_the_evidence(folder, mac
     assert dict(found.files)["/proc/cpuinfo"] == ("missing" if folder == "jetson-orin" else "read")
 
 
-def test_amx_counts_for_x86_vnni_until_an_amx_profile_ships():
+def test_amx_outweighs_the_vnni_and_avx2_it_implies_and_falls_back_to_them():
     found = detect_profile(FIXTURES / "x86-amx", "x86_64")
-    amx = [r for r in found.reasons if "amx_tile" in r]
-    assert len(amx) == 1 and "no x86-amx profile ships yet" in amx[0] and "x86-vnni" in amx[0]
-    # once issue 11 ships x86-amx, the same evidence names it directly
-    shipped = device_profiles.load_all()
-    with_amx = shipped + [device_profiles.load("x86-vnni").model_copy(update={"name": "x86-amx"})]
-    found = detect_profile(FIXTURES / "x86-amx", "x86_64", profiles=with_amx)
-    assert found.profile == "x86-amx" and not any("ships yet" in r for r in found.reasons)
-    # and a CPU without AMX is not moved by it
-    assert detect_profile(FIXTURES / "x86-avx512-vnni", "x86_64", profiles=with_amx).profile == "x86-vnni"
+    assert found.profile == "x86-amx" and not any("vnni" in r or "avx2" in r for r in found.reasons)
+    # a CPU without AMX is not moved by the new profile
+    assert detect_profile(FIXTURES / "x86-avx512-vnni", "x86_64").profile == "x86-vnni"
+    # and where x86-amx is not a candidate (an edge without it), the AMX CPU gets x86-vnni from its VNNI flags
+    without_amx = [p for p in device_profiles.load_all() if p.name != "x86-amx"]
+    found = detect_profile(FIXTURES / "x86-amx", "x86_64", profiles=without_amx)
+    assert (found.profile, found.guess) == ("x86-vnni", False) and named(found, "avx512_vnni")
+    assert not named(found, "amx")
 
 
 def test_x86_fixtures_hold_the_flags_they_are_named_for():
@@ -132,16 +131,16 @@ def this_host_has_amx() -> bool:
 
 
 @pytest.mark.skipif(not this_host_has_amx(), reason="written for the x86 AMX machine this project is built on")
-def test_cli_detect_json_on_this_machine_names_x86_vnni_and_amx():
+def test_cli_detect_json_on_this_machine_names_x86_amx():
     result = run_edge("profiles", "detect", "--json")
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert answer["profile"] == "x86-vnni" and answer["guess"] is False and answer["machine"] == "x86_64"
+    assert answer["profile"] == "x86-amx" and answer["guess"] is False and answer["machine"] == "x86_64"
     assert any("AMX" in reason for reason in answer["reasons"])
     assert answer["files"]["/proc/cpuinfo"] == "read"
     listing = run_edge("profiles", "list")
     starred = [line for line in listing.stdout.splitlines() if line.startswith("*")]
-    assert len(starred) == 1 and starred[0].split()[1] == "x86-vnni"
+    assert len(starred) == 1 and starred[0].split()[1] == "x86-amx"
 
 
 def test_cli_detect_reads_another_root_and_never_shows_a_traceback(tmp_path):

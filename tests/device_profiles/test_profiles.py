@@ -10,7 +10,7 @@ import device_profiles
 from runtimes.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-REQUIRED = {"rpi4", "rpi5", "jetson-nano", "jetson-orin", "x86-avx2", "x86-vnni"}
+REQUIRED = {"rpi4", "rpi5", "jetson-nano", "jetson-orin", "x86-avx2", "x86-vnni", "x86-amx"}
 
 
 def test_every_shipped_profile_loads_and_has_an_fp32_fallback():
@@ -27,7 +27,7 @@ def test_detect_picks_a_shipped_x86_profile_here():
     import platform
     if platform.machine() != "x86_64":
         pytest.skip("detection check written for the x86_64 CI machine")
-    assert device_profiles.detect().name in {"x86-avx2", "x86-vnni"}
+    assert device_profiles.detect().name in {"x86-avx2", "x86-vnni", "x86-amx"}
 
 
 def write(tmp_path: Path, text: str) -> Path:
