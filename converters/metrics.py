@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from shapely.geometry import Polygon
 
-from runtimes.box_match import BoxMatch
+from runtimes.measures import BoxMatch, edit_distance
 
 
 def _polygon(box: np.ndarray | Sequence[float]) -> Polygon:
@@ -66,19 +66,6 @@ def top1_agreement(predicted: Sequence[int] | np.ndarray, reference: Sequence[in
     if p.shape != r.shape:
         raise ValueError(f"top1_agreement: {p.shape[0]} predictions for {r.shape[0]} references")
     return float(np.mean(p == r)) if r.size else 1.0
-
-
-def edit_distance(a: Sequence, b: Sequence) -> int:
-    """Levenshtein distance (insertions, deletions, substitutions all cost 1)."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
 
 
 def cer(predicted: Sequence[str], reference: Sequence[str]) -> float:

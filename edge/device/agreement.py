@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from runtimes.box_match import BoxMatch
+from runtimes.measures import BoxMatch, edit_distance
 from runtimes.bundle import Manifest
 from runtimes.tasks import rle
 from runtimes.tasks.keypoints import pose_params
@@ -92,19 +92,6 @@ def match(got: list[dict], ref: list[dict], iou: Callable[[Any, Any], float], sa
             used_r.add(j)
             matched.append((got[i], ref[j]))
     return BoxMatch(len(matched), len(got) - len(matched), len(ref) - len(matched)), matched
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (as converters.metrics.edit_distance)."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
 
 
 def text_cer(got: str, ref: str) -> float:
