@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bundle import Artifact, RuntimeOptions
+from ..errors import BackendError
 from ..run_context import RunContext
 
 
@@ -22,14 +23,23 @@ class Backend(ABC):
         self.context = context or RunContext()
         # What really runs the model, as the backend reports it after loading (for logs, status and metrics).
         self.providers_in_use: list[str] = []
+        # The model's input and output names, in its order: set by the subclass once the file is loaded.
+        self._inputs: list[str] = []
+        self._outputs: list[str] = []
 
     @property
-    @abstractmethod
-    def input_names(self) -> list[str]: ...
+    def input_names(self) -> list[str]:
+        return self._inputs
 
     @property
-    @abstractmethod
-    def output_names(self) -> list[str]: ...
+    def output_names(self) -> list[str]:
+        return self._outputs
+
+    def require_inputs(self, feeds: dict[str, np.ndarray]) -> None:
+        """One clear line, rather than the runtime's own error, when a feed lacks one of the model's inputs."""
+        missing = [name for name in self._inputs if name not in feeds]
+        if missing:
+            raise BackendError(f"{self.path.name}: input {', '.join(missing)} not given")
 
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -189,14 +189,6 @@ class OnnxRuntimeBackend(Backend):
                                                           engine_folder_name(self.path, sha, options))
         return options
 
-    @property
-    def input_names(self) -> list[str]:
-        return self._inputs
-
-    @property
-    def output_names(self) -> list[str]:
-        return self._outputs
-
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         started = time.perf_counter()
         try:

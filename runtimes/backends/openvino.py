@@ -137,18 +137,8 @@ class OpenVinoBackend(Backend):
         log.info("%s: runs on OpenVINO %s %s in %s (%s)", path.name, ov.get_version().split("-")[0], DEVICE,
                  self.precision, ", ".join(f"{k}={v}" for k, v in config.items()) or "OpenVINO's defaults")
 
-    @property
-    def input_names(self) -> list[str]:
-        return self._inputs
-
-    @property
-    def output_names(self) -> list[str]:
-        return self._outputs
-
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        missing = [name for name in self._inputs if name not in feeds]
-        if missing:
-            raise BackendError(f"{self.path.name}: input {', '.join(missing)} not given")
+        self.require_inputs(feeds)
         # By position: every input is fed, in the compiled model's order, in its element type.
         arrays = {i: np.ascontiguousarray(feeds[name], dtype=dtype)
                   for i, (name, dtype) in enumerate(zip(self._inputs, self._dtypes))}

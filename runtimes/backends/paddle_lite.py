@@ -101,18 +101,8 @@ class PaddleLiteBackend(Backend):
                  "" if info.get("threads_applied") or runtime.threads <= 0 else
                  f"; this build cannot set threads, {runtime.threads} ignored")
 
-    @property
-    def input_names(self) -> list[str]:
-        return self._inputs
-
-    @property
-    def output_names(self) -> list[str]:
-        return self._outputs
-
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        missing = [name for name in self._inputs if name not in feeds]
-        if missing:
-            raise BackendError(f"{self.path.name}: input {', '.join(missing)} not given")
+        self.require_inputs(feeds)
         shapes = tuple(tuple(feeds[name].shape) for name in self._inputs)
         if self._fresh_per_shape and self._shapes is not None and shapes != self._shapes:
             self.worker.close()            # see FRESH_PREDICTOR_PER_SHAPE
