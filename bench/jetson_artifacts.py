@@ -29,8 +29,8 @@ from bench.arm_artifacts import FAMILIES, SHARED  # noqa: E402
 from converters.builders.onnx_fp16 import build_onnx_fp16  # noqa: E402
 from converters.builders.onnx_int8 import build_onnx_int8  # noqa: E402
 from converters.families import family_for  # noqa: E402
-from converters.passes.base import ModelFile, PassContext, Target  # noqa: E402
-from converters.pipeline import FP32_PASSES, SHAPES  # noqa: E402
+from converters.passes.base import PassContext, Target  # noqa: E402
+from converters.pipeline import SHAPES, fp32_reference  # noqa: E402
 from converters.sources import load_source  # noqa: E402
 
 FP16_HEADER = ("| family | model | metric | FP16 storage twin | this file, onnxruntime CPU | output rel. RMS vs FP32 "
@@ -51,22 +51,19 @@ class FamilyRun:
         self.order = [role for role in SHAPES[task].order if role in sources]
         self.sources, self.fp32 = sources, {}
         for role in self.order:
-            ctx = self.context(role, "fp32", options={"params_file": sources[role].params_file})
-            model = ModelFile(sources[role].model_file, sources[role].format)
-            for step in FP32_PASSES:
-                model = step.run(model, ctx)
-            self.fp32[role] = model
+            self.fp32[role] = fp32_reference(sources[role], self.target("fp32"), work, self.val)
         self.family = family_for(task, {role: s.spec for role, s in sources.items()})
 
-    def context(self, role: str, precision: str, quantization: str | None = None, options=None) -> PassContext:
+    def target(self, precision: str, quantization: str | None = None) -> Target:
         p = self.profile
-        target = Target(profile=p.name, arch=p.arch, accelerator=p.accelerator, format="onnx",
-                        precision=precision, quantization=quantization, opset=p.onnx.opset)
-        base = {"source": self.sources[role], "val_images": self.val}
-        if precision != "fp32":
-            base.update(family=self.family, fp32_models={r: m.path for r, m in self.fp32.items()},
-                        calib_images=self.calib, threads=p.threads)
-        return PassContext(self.work, target, role, options={**base, **(options or {})})
+        return Target(profile=p.name, arch=p.arch, accelerator=p.accelerator, format="onnx",
+                      precision=precision, quantization=quantization, opset=p.onnx.opset)
+
+    def context(self, role: str, precision: str, quantization: str | None = None) -> PassContext:
+        return PassContext(self.work, self.target(precision, quantization), role, options={
+            "source": self.sources[role], "val_images": self.val, "family": self.family,
+            "fp32_models": {r: m.path for r, m in self.fp32.items()}, "calib_images": self.calib,
+            "threads": self.profile.threads})
 
     def name(self, role: str) -> str:
         return f"{role} ({self.sources[role].spec.name or self.sources[role].path.name})"

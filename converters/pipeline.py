@@ -102,16 +102,24 @@ def _target(profile: Profile, choice: ArtifactChoice) -> Target:
                   paddle_lite_targets=lite)
 
 
-def _fp32_reference(source: ExportSource, profile: Profile, workdir: Path, images: list[Path],
-                    progress: Callable[[str], None]) -> ModelFile:
+def fp32_reference(source: ExportSource, target: Target, workdir: Path, images: list[Path],
+                   progress: Callable[[str], None] = lambda _: None) -> ModelFile:
+    """The FP32 ONNX every artifact of `source` is built from and judged against (FP32_PASSES; the parity
+    check runs on `images`). Also what benches and tests build their references with."""
     role = source.spec.role
-    ctx = PassContext(workdir, _target(profile, ArtifactChoice(format="onnx", precision="fp32")), role, progress,
+    ctx = PassContext(workdir, target, role, progress,
                       {"source": source, "params_file": source.params_file, "val_images": images})
     model = ModelFile(source.model_file, source.format)
     for step in FP32_PASSES:
         progress(f"{role}: {step.name}")
         model = step.run(model, ctx)
     return model
+
+
+def _fp32_reference(source: ExportSource, profile: Profile, workdir: Path, images: list[Path],
+                    progress: Callable[[str], None]) -> ModelFile:
+    return fp32_reference(source, _target(profile, ArtifactChoice(format="onnx", precision="fp32")), workdir,
+                          images, progress)
 
 
 def _build_role(profile: Profile, role: str, source: ExportSource, fp32: ModelFile, workdir: Path,

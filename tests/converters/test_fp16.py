@@ -22,7 +22,7 @@ from converters.latency import session
 from converters.passes.base import ModelFile, PassContext, Target
 from converters.calibration import collect_stats
 from converters.passes.fp16 import ACTIVATION_LIMIT, FP16_MAX, Fp16Pass, activation_peaks, storage_twin, to_fp16
-from converters.pipeline import FP32_PASSES
+from converters.pipeline import fp32_reference
 from converters.runners.onnx_unoptimized import OnnxUnoptimizedRunner
 from converters.sources import load_source
 from device_profiles import ArtifactChoice
@@ -50,12 +50,7 @@ class Case:
         calib, val = PICTURES[task]
         self.calib = [shared / "images" / name for name in calib]
         self.val = [shared / "images" / name for name in val]
-        ctx = PassContext(work, jetson_target(), self.role, options={
-            "source": self.source, "params_file": self.source.params_file, "val_images": self.val})
-        model = ModelFile(self.source.model_file, self.source.format)
-        for step in FP32_PASSES:
-            model = step.run(model, ctx)
-        self.fp32 = model
+        self.fp32 = fp32_reference(self.source, jetson_target(), work, self.val)
         self.family = family_for(task, {self.role: self.source.spec})
 
     def ctx(self, folder: str, fp32: Path | None = None, target: Target | None = None) -> PassContext:
