@@ -36,6 +36,8 @@ bench: install
 	$(PYTHON) bench/arm_artifacts.py
 	$(PYTHON) bench/jetson_artifacts.py
 	$(PYTHON) bench/device_choice.py
+	$(PYTHON) bench/rtsp_stream.py
+	$(PYTHON) bench/ha_latency.py
 
 clean:
 	rm -rf .cache bundles demo-out build *.egg-info

@@ -21,10 +21,11 @@ from runtimes.errors import BundleError, ConfigError
 from runtimes.yamlconfig import load_model, read_yaml
 
 from . import contract
+from .ha_discovery import HaPipelineOptions
 from .mqtt import parse_mqtt_url
 from .rules import RuleConfig, check_unique_names
 from .serial_sink import SerialSinkConfig
-from .sources import SourceField
+from .sources import SourceField, with_options
 
 # The folder relative paths are resolved against while a file is validated (None: the working folder).
 _BASE_DIR: ContextVar[Path | None] = ContextVar("edge_config_base_dir", default=None)
@@ -139,6 +140,7 @@ class PipelineConfig(Strict):
     rate_limit: float | None = Field(None, gt=0)      # at most this many frames per second
     qos: Literal[0, 1, 2] = 1
     rules: list[RuleConfig] = Field(default_factory=list)
+    home_assistant: HaPipelineOptions = Field(default_factory=HaPipelineOptions)   # with ha_discovery
 
     @field_validator("bundle")
     @classmethod
@@ -272,8 +274,13 @@ def default_state_dir(device_id: str) -> Path:
 def short_form_config(*, bundle: Path, source: str, mqtt_url: str, device_id: str,
                       state_dir: Path | None = None, pipeline: str | None = None, qos: int = 1,
                       poll_interval: float = 0.5, drain_timeout: float = 10.0,
-                      metrics_interval: float = 60.0, ha_discovery: bool = False) -> DaemonConfig:
+                      metrics_interval: float = 60.0, ha_discovery: bool = False,
+                      ha_labels: list[str] | None = None, ha_image_interval: float | None = None,
+                      ha_image_width: int | None = None, fps: float | None = None, every: int | None = None,
+                      transport: str | None = None) -> DaemonConfig:
     """`edge run BUNDLE --source ... --mqtt ... --device-id ...` as a DaemonConfig of one pipeline."""
+    source = with_options(source, {"fps": ("--fps", fps), "every": ("--every", every),
+                                   "transport": ("--transport", transport)})
     data: dict[str, Any] = {
         "device_id": device_id, "broker": {"url": mqtt_url},
         "state_dir": state_dir if state_dir is not None else default_state_dir(str(device_id)),
@@ -281,19 +288,28 @@ def short_form_config(*, bundle: Path, source: str, mqtt_url: str, device_id: st
         "pipelines": [{"name": pipeline, "bundle": bundle, "source": source, "qos": qos,
                        "poll_interval": poll_interval}],
     }
+    ha = {key: value for key, value in (("labels", ha_labels), ("image_interval", ha_image_interval),
+                                         ("image_width", ha_image_width)) if value is not None}
+    if ha:
+        data["pipelines"][0]["home_assistant"] = ha
     try:
         return DaemonConfig.model_validate(data)
     except ValidationError as err:
         first = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
         loc = ".".join(str(p) for p in first["loc"])
+        if loc.startswith("pipelines.0.source.") and loc.rsplit(".", 1)[-1] in _SOURCE_FLAGS:
+            raise ConfigError(first["msg"], field=_SOURCE_FLAGS[loc.rsplit(".", 1)[-1]]) from None
         flag = next((f for prefix, f in _SHORT_FORM_FLAGS.items() if loc == prefix or loc.startswith(prefix + ".")),
                     loc)
         raise ConfigError(first["msg"], field=flag) from None
 
 
 # Config fields -> the flag that sets them, so a short-form error names what the user typed.
+_SOURCE_FLAGS = {"fps": "--fps", "every": "--every", "transport": "--transport"}
 _SHORT_FORM_FLAGS = {"broker.url": "--mqtt", "device_id": "--device-id", "state_dir": "--state-dir",
                      "pipelines.0.bundle": "bundle", "pipelines.0.source": "--source",
                      "pipelines.0.name": "--pipeline", "pipelines.0.qos": "--qos",
                      "pipelines.0.poll_interval": "--poll-interval", "drain_timeout": "--drain-timeout",
-                     "metrics_interval": "--metrics-interval"}
+                     "metrics_interval": "--metrics-interval", "pipelines.0.home_assistant.labels": "--ha-labels",
+                     "pipelines.0.home_assistant.image_interval": "--ha-image-interval",
+                     "pipelines.0.home_assistant.image_width": "--ha-image-width"}

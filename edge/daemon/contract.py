@@ -21,13 +21,17 @@ EVENT_SCHEMA = "edge.event/1"
 METRICS_SCHEMA = "edge.metrics/1"
 REPLY_SCHEMA = "edge.reply/1"
 STATUS_SCHEMA = "edge.status/1"
+STATE_SCHEMA = "edge.state/1"
+SOURCE_SCHEMA = "edge.source/1"
 # Where each schema id is described, relative to the repository root (not shipped to devices).
 SCHEMA_FILES = {RESULT_SCHEMA: "docs/schemas/result.schema.json",
                 ERROR_SCHEMA: "docs/schemas/error.schema.json",
                 EVENT_SCHEMA: "docs/schemas/event.schema.json",
                 METRICS_SCHEMA: "docs/schemas/metrics.schema.json",
                 REPLY_SCHEMA: "docs/schemas/reply.schema.json",
-                STATUS_SCHEMA: "docs/schemas/status.schema.json"}
+                STATUS_SCHEMA: "docs/schemas/status.schema.json",
+                STATE_SCHEMA: "docs/schemas/state.schema.json",
+                SOURCE_SCHEMA: "docs/schemas/source.schema.json"}
 
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
@@ -73,6 +77,16 @@ def errors_topic(device: str, pipeline: str) -> str:
 
 def events_topic(device: str, pipeline: str) -> str:
     return f"{TOPIC_ROOT}/{device}/{pipeline}/events"
+
+
+def state_topic(device: str, pipeline: str) -> str:
+    """The pipeline's present (`edge.state/1`), retained."""
+    return f"{TOPIC_ROOT}/{device}/{pipeline}/state"
+
+
+def image_topic(device: str, pipeline: str) -> str:
+    """The last annotated frame as JPEG bytes, retained (with Home Assistant discovery on)."""
+    return f"{TOPIC_ROOT}/{device}/{pipeline}/image"
 
 
 def metrics_topic(device: str) -> str:
@@ -164,6 +178,23 @@ def event_message(*, device: str, pipeline: str, event: dict[str, Any], seq: int
     return message
 
 
+def source_message(*, device: str, pipeline: str, source: str, change: str, connected: bool, reconnects: int,
+                   problem: str | None = None, reason: str | None = None, config_error: bool = False,
+                   retry_s: float | None = None, down_s: float | None = None, message_id: str | None = None,
+                   ts: str | None = None) -> dict[str, Any]:
+    """A live source's connection changed (`edge.source/1`, on the events topic): connected, lost, failed
+    (an attempt failed for a new reason), reconnected. Lost and failed say why and when the next try is."""
+    message: dict[str, Any] = {"schema": SOURCE_SCHEMA, "id": message_id or new_message_id(),
+                               "ts": ts or utc_timestamp(), "device": device, "pipeline": pipeline, "source": source,
+                               "change": change, "connected": connected, "reconnects": reconnects}
+    if problem is not None:
+        message.update(problem=problem, reason=one_line(reason or problem), config_error=config_error,
+                       retry_s=retry_s)
+    if down_s is not None:
+        message["down_s"] = down_s
+    return message
+
+
 def metrics_message(*, device: str, snapshot: dict[str, Any], message_id: str | None = None,
                     ts: str | None = None) -> dict[str, Any]:
     """Every N seconds (`edge.metrics/1`); `snapshot` is `MetricsCollector.snapshot(...)`."""
@@ -185,9 +216,19 @@ def reply_message(*, command: str, ok: bool, result: dict[str, Any] | None = Non
     return message
 
 
+def state_message(*, device: str, pipeline: str, task: str, paused: bool, threshold: float | None,
+                  rules: dict[str, bool], last_result: dict[str, Any] | None, last_error: dict[str, Any] | None,
+                  problem: bool, errors: int, message_id: str | None = None, ts: str | None = None) -> dict[str, Any]:
+    """The retained present of one pipeline (`edge.state/1`); built by `pipeline_state.PipelineState`."""
+    return {"schema": STATE_SCHEMA, "id": message_id or new_message_id(), "ts": ts or utc_timestamp(),
+            "device": device, "pipeline": pipeline, "task": task, "paused": paused, "threshold": threshold,
+            "rules": rules, "last_result": last_result, "last_error": last_error, "problem": problem,
+            "errors": errors}
+
+
 # What a pipeline entry of the status description may say (name and task are required).
-STATUS_PIPELINE_FIELDS = ("name", "task", "bundle", "models", "source", "paused", "threshold", "rules", "runs",
-                          "chosen")
+STATUS_PIPELINE_FIELDS = ("name", "task", "bundle", "models", "source", "connection", "paused", "threshold", "rules",
+                          "runs", "chosen")
 
 
 def status_description(device: str, version: str, profile: str | None, pipelines: list[dict[str, Any]],

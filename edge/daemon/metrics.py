@@ -89,6 +89,7 @@ class MetricsCollector:
         self._device = _Window(DEVICE_COUNTERS)
         self._pipelines: dict[str, _Window] = defaultdict(lambda: _Window(PIPELINE_COUNTERS))
         self._runs: dict[str, list[dict[str, Any]]] = {}
+        self._connections: dict[str, dict[str, Any]] = {}
         self._since = clock()
         self._cpu = CpuMeter(clock)
 
@@ -117,6 +118,15 @@ class MetricsCollector:
         with self._lock:
             self._runs[pipeline] = [dict(run) for run in runs]
 
+    def set_connection(self, pipeline: str, connection: dict[str, Any] | None) -> None:
+        """Whether `pipeline`'s camera or stream delivers frames now, its reconnects and why it does not
+        (`Source.connection`; None for sources that connect to nothing)."""
+        with self._lock:
+            if connection is None:
+                self._connections.pop(pipeline, None)
+            else:
+                self._connections[pipeline] = dict(connection)
+
     def snapshot(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Close the interval: the metrics message body (without schema/id/ts/device), plus `extra`."""
         extra = dict(extra or {})
@@ -131,6 +141,9 @@ class MetricsCollector:
             for name, runs in self._runs.items():
                 if name in body["pipelines"]:
                     body["pipelines"][name]["runs"] = [dict(run) for run in runs]
+            for name, connection in self._connections.items():
+                if name in body["pipelines"]:
+                    body["pipelines"][name]["connection"] = dict(connection)
         body["cpu"] = self._cpu.sample()
         body["temperature_c"] = read_temperature(self._thermal_glob)
         body.update(extra)

@@ -27,6 +27,7 @@ from .config import DaemonConfig
 from .ledger import Ledger
 from .metrics import MetricsCollector
 from .mqtt import MqttPublisher, Outbox
+from .retained import RetainedPresent
 from .serial_sink import SerialSink
 from .spool import Spool, StateDb
 from .worker import PipelineWorker, save_snapshot
@@ -58,6 +59,8 @@ class Daemon:
                                      "reload": self._reload}, config.bundles_dir)
         self.publisher.subscribe(contract.command_filter(self.device), self._command)
         self.started, self._t0 = contract.utc_timestamp(), time.monotonic()
+        self.retained = RetainedPresent(self.publisher, self.device, self.workers, config.ha_discovery,
+                                        config.state_dir if self.db is not None else None)
         self._announce()
         self._seen_drops: dict[str, int] = {}
         self._seen_spool_drops = 0
@@ -70,29 +73,33 @@ class Daemon:
             self.ledger = Ledger(self.db)
         self.outbox = outbox
         self.metrics = MetricsCollector()
-        other_topics = (f"{ha_discovery.PREFIX}/",) if config.ha_discovery else ()
+        other_topics = (f"{ha_discovery.PREFIX}/",)     # with discovery off too: to clear configs of before
         self.publisher = MqttPublisher(config.broker, self.device, outbox, other_prefixes=other_topics)
         if config.sinks.serial is not None:
             self.sinks.append(SerialSink(config.sinks.serial))
         for pipeline in config.pipelines:
             worker = PipelineWorker(pipeline, self.device, self.publisher, self.ledger, self.metrics,
-                                    [sink.write for sink in self.sinks], self.stop_event, config.state_dir)
+                                    [sink.write for sink in self.sinks], self.stop_event, config.state_dir,
+                                    ha_images=config.ha_discovery)
             self.workers[worker.name] = worker
             self.metrics.add_pipeline(worker.name)
 
     def _announce(self) -> None:
-        """The retained description (and discovery configs): sent on every connect, and again on change."""
+        """The retained description, pipeline states and discovery configs: sent on every connect, and again
+        on change."""
+        self._announce_description()
+        self.retained.announce()
+
+    def _announce_description(self) -> None:
+        self._connections = self._source_connections()
         pipelines = [worker.describe() for worker in self.workers.values()]
         profiles = sorted({w.bundle.manifest.provenance.profile for w in self.workers.values()})
         description = contract.status_description(self.device, __version__, ", ".join(profiles) or None,
                                                   pipelines, started=self.started)
         self.publisher.announce(contract.status_info_topic(self.device), contract.encode_message(description))
-        if self.config.ha_discovery:
-            entries = [{"name": w.name, "task": w.bundle.manifest.task, "rules": w.rules.rules}
-                       for w in self.workers.values()]
-            for topic, payload, retain in ha_discovery.discovery_messages(
-                    self.device, entries, contract.status_topic(self.device)):
-                self.publisher.announce(topic, payload, retain)
+
+    def _source_connections(self) -> dict[str, Any]:
+        return {name: worker.source.connection for name, worker in self.workers.items()}
 
     # --- running ------------------------------------------------------------------------------------
     def serve(self, stop: threading.Event) -> None:
@@ -106,6 +113,9 @@ class Daemon:
         next_metrics = time.monotonic() + interval
         while not stop.is_set():
             self.publisher.pump(timeout=0.05)
+            self.retained.publish_changes()
+            if self._source_connections() != self._connections:    # a camera lost or back: status/info says so
+                self._announce_description()
             heartbeat.beat()
             if interval and time.monotonic() >= next_metrics:
                 next_metrics = time.monotonic() + interval
@@ -121,6 +131,7 @@ class Daemon:
     def publish_metrics(self) -> None:
         for name, worker in self.workers.items():
             self.metrics.set_runs(name, worker.model_runs())     # current after a reload too
+            self.metrics.set_connection(name, worker.source.connection)
             drops = worker.source.dropped
             if drops > self._seen_drops.get(name, 0):
                 self.metrics.count("dropped_frames", drops - self._seen_drops.get(name, 0), pipeline=name)
@@ -143,6 +154,7 @@ class Daemon:
         for worker in self.workers.values():
             if not worker.join(WORKER_JOIN_S):
                 log.warning("pipeline '%s' did not finish its frame within %.0f s", worker.name, WORKER_JOIN_S)
+        self.retained.publish_changes(final=True)      # the last frames' state, before the broker goes
         waiting = len(self.outbox)
         if waiting:
             log.info("waiting up to %.0f s for the broker to acknowledge %d message(s)",

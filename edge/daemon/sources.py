@@ -5,7 +5,8 @@ with a `type` (the config's long form, validated by `SourceConfig`).
 
 String form, first rule that matches:
 
-    rtsp://... rtsps://... http://... https://...   stream (the URL as is; options only in the long form)
+    rtsp://... rtsps://... http://... https://...   stream (the URL as is; options in the long form, or
+                                                     `edge run`'s --fps, --every, --transport)
     KIND:TARGET[?KEY=VALUE&...]                      KIND one of folder, list, video, camera, serial;
                                                      KEYs are the long form's fields
     /dev/videoN                                      camera
@@ -24,13 +25,15 @@ Long form (YAML), one `type` each; every field of the string form's query is a f
     {type: folder, path: /data/in, settle_s: 1}
     {type: list, file: batch.txt}  or  {type: list, paths: [a.jpg, b.jpg]}
     {type: video, path: clip.mp4, every: 5}  or  {..., fps: 2}
-    {type: camera, device: 0, width: 1280, height: 720, fps: 15, fourcc: MJPG}
-    {type: stream, url: "rtsp://user:pw@cam/ch1", open_timeout_s: 10, read_timeout_s: 10,
-     retry_initial_s: 0.5, retry_max_s: 30}
+    {type: camera, device: 0, width: 1280, height: 720, fps: 15, fourcc: MJPG}   (or every: N)
+    {type: stream, url: "rtsp://user:pw@cam/ch1", fps: 5 (or every: N), transport: tcp|udp,
+     open_timeout_s: 10, read_timeout_s: 5, retry_initial_s: 0.5, retry_max_s: 2, config_retry_s: 60}
     {type: serial, port: /dev/ttyUSB0, baud: 115200, trigger: SNAP, max_age_s: 2, grab: {type: camera, device: 0}}
 
-Folder, list and video hand out every input in order; camera, stream and serial are live: newest
-frame only, the rest counted in `dropped` (see sources_base.LatestFrameSlot).
+Folder, list and video hand out every input in order; camera, stream and serial are live: the
+pipeline is woken by each frame (it runs at the camera's rate, or at `fps` / every Nth), keeps only
+the newest, and a frame replaced while it was busy counts in `dropped` (sources_base.LatestFrameSlot).
+Cameras and streams report their connection (sources_capture.CaptureSource).
 """
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ from .sources_serial import SerialTriggerConfig, SerialTriggerSource
 
 __all__ = ["Frame", "Source", "LiveSource", "SourceError", "SourceConfig", "SourceField", "SOURCES",
            "FolderSource", "ListSource", "VideoFileSource", "CameraSource", "StreamSource", "SerialTriggerSource",
-           "open_source", "parse_source_spec", "source_config", "spec_fields"]
+           "open_source", "parse_source_spec", "source_config", "spec_fields", "with_options"]
 
 SOURCES: dict[str, type[Source]] = {cls.kind: cls for cls in (
     FolderSource, ListSource, VideoFileSource, CameraSource, StreamSource, SerialTriggerSource)}
@@ -84,6 +87,25 @@ def spec_fields(spec: str) -> dict[str, Any]:
     if Path(text).suffix.lower() in VIDEO_SUFFIXES:
         return {"type": "video", "path": text}
     return {"type": "folder", "path": text}
+
+
+def with_options(spec: str, options: dict[str, tuple[str, Any]]) -> str | dict[str, Any]:
+    """The string form plus fields a command line gives separately (`--fps 5`: {"fps": ("--fps", 5)});
+    SourceError naming the flag when the kind of source has no such field. Unset (None) options are ignored."""
+    given = {name: (flag, value) for name, (flag, value) in options.items() if value is not None}
+    if not given:
+        return spec
+    if "fps" in given and "every" in given:
+        raise SourceError(f"give {given['every'][0]} or {given['fps'][0]}, not both", field=given["fps"][0])
+    fields = spec_fields(spec)
+    fields_of = SOURCES[fields["type"]].config_model.model_fields
+    for name, (flag, value) in given.items():
+        if name not in fields_of:
+            kinds = [kind for kind, cls in SOURCES.items() if name in cls.config_model.model_fields]
+            raise SourceError(f"{flag} applies to {' and '.join(kinds)} sources, not to a {fields['type']} source",
+                              field=flag)
+        fields[name] = value
+    return fields
 
 
 def source_config(value: str | dict[str, Any] | BaseModel) -> Any:

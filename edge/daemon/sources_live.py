@@ -1,42 +1,73 @@
 """Live sources read through OpenCV's VideoCapture: a camera (V4L2) and network streams (RTSP, HTTP MJPEG).
 
-A grabber thread reads as fast as the device delivers and overwrites one slot, so the pipeline always
-gets the newest picture and a slow pipeline shows up as `dropped`, not as latency growing without
-bound. When the capture fails or ends, the grabber reopens it with capped, jittered exponential backoff.
+The grabbing, frame choice (`every`, `fps`), stall detection, reconnects and connection reports are
+`sources_capture.CaptureSource`'s; here is what differs: how each opens, and how a stream's failure
+is explained (`stream_errors`). FFmpeg's own log lines are silenced (they would reach the log raw,
+and say nothing our one-line reasons do not): set OPENCV_FFMPEG_LOGLEVEL (e.g. 32) to see them again.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from abc import abstractmethod
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import cv2
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from .backoff import Backoff
-from .sources_base import Frame, LiveSource, SourceConfigBase, SourceError, image_loader
+from .sources_base import SourceConfigBase, SourceError
+from .sources_capture import CaptureSource
+from .stream_errors import StreamProblem, diagnose, reach
 
 log = logging.getLogger("edge.daemon.sources")
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
+PRECHECK_TIMEOUT_S = 5.0       # at most this long for the TCP look before each (re)connection attempt
+
+# Read when OpenCV first opens an FFmpeg capture: -8 is FFmpeg's AV_LOG_QUIET. OpenCV's own warnings
+# about captures ("backend is generally available but can't be used", "Stream timeout triggered")
+# would repeat every retry; our log says why instead.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+if "OPENCV_LOG_LEVEL" not in os.environ:
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+# OpenCV takes FFmpeg's options for a capture from this variable, read as the capture opens: one process
+# value, so streams with different options open one at a time. Whatever the user set there wins.
+_FFMPEG_OPTIONS_VAR = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+_USER_FFMPEG_OPTIONS = os.environ.get(_FFMPEG_OPTIONS_VAR, "")
+_FFMPEG_OPEN_LOCK = threading.Lock()
+# The frame rate comes from the stream's own description; FFmpeg would otherwise read 20 frames
+# (1.3 s at 15 fps) to measure it before the first frame, at every reconnect.
+RTSP_OPTIONS = {"fpsprobesize": "0"}
 
 
 class CaptureConfigBase(SourceConfigBase):
+    """`every`: hand the pipeline every Nth frame; `fps`: about this many frames a second. One of them."""
+
+    every: int = Field(1, ge=1)
+    fps: float | None = Field(None, gt=0)
     retry_initial_s: float = Field(0.5, gt=0, le=60)    # first wait after a failure, doubled each time
-    retry_max_s: float = Field(30.0, gt=0, le=3600)     # the cap of that wait
+    retry_max_s: float = Field(2.0, gt=0, le=3600)      # the cap of that wait: a camera back is read this soon
+
+    @model_validator(mode="after")
+    def _one_rate(self) -> "CaptureConfigBase":
+        if self.fps is not None and self.every != 1:
+            raise _problem("give 'every' or 'fps', not both")
+        return self
 
 
 class CameraConfig(CaptureConfigBase):
+    """`fps` also asks the device for that rate (a camera that ignores it is thinned to it)."""
+
     type: Literal["camera"] = "camera"
     target_field = "device"
     device: int | str                     # V4L2 index (0) or device path (/dev/video0, /dev/v4l/by-id/...)
     width: int | None = Field(None, gt=0)
     height: int | None = Field(None, gt=0)
-    fps: float | None = Field(None, gt=0)
     fourcc: str | None = Field(None, min_length=4, max_length=4)   # e.g. MJPG: many USB cameras need it for HD
 
     @field_validator("device", mode="before")
@@ -48,16 +79,30 @@ class CameraConfig(CaptureConfigBase):
 class StreamConfig(CaptureConfigBase):
     type: Literal["stream"] = "stream"
     target_field = "url"
-    url: str
+    url: str                                               # (before `transport`, which checks it)
+    transport: Literal["tcp", "udp"] | None = None         # RTSP only; default tcp (works through NAT)
     open_timeout_s: float = Field(10.0, gt=0, le=300)
-    read_timeout_s: float = Field(10.0, gt=0, le=300)     # no frame for this long: the stream is dead
+    read_timeout_s: float = Field(5.0, gt=0, le=300)       # no frame for this long: the stream is lost
+    config_retry_s: float = Field(60.0, gt=0, le=86400)    # wait after a 401/403/404 (a wrong URL or password)
 
     @field_validator("url")
     @classmethod
     def _scheme(cls, value: str) -> str:
         if urlsplit(value).scheme.lower() not in STREAM_SCHEMES:
-            raise ValueError(f"'{redact_url(value)}' is not a stream URL (use {', '.join(STREAM_SCHEMES)})")
+            raise _problem(f"'{redact_url(value)}' is not a stream URL (use {', '.join(STREAM_SCHEMES)})")
         return value
+
+    @field_validator("transport")
+    @classmethod
+    def _transport_for_rtsp(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not str(info.data.get("url", "rtsp")).lower().startswith("rtsp"):
+            raise _problem("'transport' applies to rtsp:// and rtsps:// streams only")
+        return value
+
+
+def _problem(message: str) -> PydanticCustomError:
+    # A custom error keeps the message as written (a ValueError would get a "Value error, " prefix).
+    return PydanticCustomError("edge_source", message)
 
 
 def redact_url(url: str) -> str:
@@ -67,79 +112,6 @@ def redact_url(url: str) -> str:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
-
-
-class CaptureSource(LiveSource):
-    """The grabber, reconnect and backoff shared by cameras and streams; subclasses say how to open."""
-
-    name: str = ""
-
-    def __init__(self, config: CaptureConfigBase, poll_interval: float = 0.5):
-        super().__init__(config, poll_interval)
-        self.backoff = Backoff(config.retry_initial_s, config.retry_max_s)
-        self.grabbed = 0              # frames read since the source started, across reconnects
-        self.outages = 0              # times the capture failed or ended after delivering frames
-        self.connected = False
-        self._first: cv2.VideoCapture | None = None   # a capture the constructor opened already
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"source {self.name}", daemon=True)
-        self._thread.start()
-
-    @abstractmethod
-    def _open(self) -> cv2.VideoCapture | None:
-        """An opened capture, or None if it cannot be opened now."""
-
-    def _run(self) -> None:
-        outage_logged = False
-        while not self._stop.is_set():
-            capture = self._first if self._first is not None else self._open()
-            self._first = None
-            if capture is not None:
-                delivered = self._read_until_failure(capture)
-                capture.release()
-                self.connected = False
-                if self._stop.is_set():
-                    break
-                if delivered:
-                    self.outages += 1
-                    outage_logged = True
-                    log.warning("%s lost after %d frame(s); reconnecting with backoff up to %g s",
-                                self.name, delivered, self.backoff.cap)
-            if not outage_logged:
-                log.warning("%s cannot be opened or gives no frames; retrying with backoff up to %g s",
-                            self.name, self.backoff.cap)
-                outage_logged = True
-            delay = self.backoff.next_delay()
-            log.debug("%s: attempt %d failed; next in %.2f s", self.name, self.backoff.failures, delay)
-            self._stop.wait(delay)
-
-    def _read_until_failure(self, capture: cv2.VideoCapture) -> int:
-        """Read frames into the slot until the capture fails or the source closes; how many were read."""
-        delivered = 0
-        while not self._stop.is_set():
-            ok, image = capture.read()       # a new array each call: frames in the slot are never reused
-            if not ok or image is None:
-                break
-            if not delivered:
-                if self.backoff.failures:
-                    log.info("%s delivering frames again after %d attempt(s)", self.name, self.backoff.failures)
-                self.backoff.reset()
-                self.connected = True
-            delivered += 1
-            index, self.grabbed = self.grabbed, self.grabbed + 1
-            self.slot.put(Frame(source=f"{self.name}#frame={index}", load=image_loader(image),
-                                index=index, timestamp=time.time()))
-        return delivered
-
-    def close(self) -> None:
-        self._stop.set()
-        thread = getattr(self, "_thread", None)
-        # A read blocked on a dead stream returns at its read timeout; the thread is a daemon either way.
-        if thread is not None:
-            thread.join(timeout=2.0)
-            if thread.is_alive():
-                log.warning("%s: grabber still waiting on the device; leaving it to exit", self.name)
 
 
 class CameraSource(CaptureSource):
@@ -156,23 +128,28 @@ class CameraSource(CaptureSource):
         self.name = f"camera:{device}"
         if not self.path.exists():
             raise SourceError(f"camera {device}: no such device ({self.path} does not exist)")
-        self._first = self._open()
-        if self._first is None:
-            raise SourceError(f"camera {device}: {self.path} cannot be opened for capture "
-                              "(busy, no permission, or not a capture node)")
+        self._first, problem = self._open()
+        if problem is not None:
+            raise SourceError(f"camera {device}: {problem.reason}")
         self.start()
 
-    def _open(self) -> cv2.VideoCapture | None:
+    def _precheck(self) -> StreamProblem | None:
+        if not self.path.exists():
+            return StreamProblem("unreachable", f"{self.path} is gone (unplugged?)")
+        return None
+
+    def _open(self) -> tuple[cv2.VideoCapture | None, StreamProblem | None]:
         capture = cv2.VideoCapture(str(self.path), cv2.CAP_V4L2)
         if not capture.isOpened():
-            return None
+            return None, StreamProblem("unreadable", f"{self.path} cannot be opened for capture "
+                                                     "(busy, no permission, or not a capture node)")
         settings = ((cv2.CAP_PROP_FOURCC, self.config.fourcc and cv2.VideoWriter_fourcc(*self.config.fourcc)),
                     (cv2.CAP_PROP_FRAME_WIDTH, self.config.width), (cv2.CAP_PROP_FRAME_HEIGHT, self.config.height),
                     (cv2.CAP_PROP_FPS, self.config.fps))
         for prop, value in settings:
             if value and not capture.set(prop, value):
                 log.warning("%s does not accept property %d = %s; using its default", self.name, prop, value)
-        return capture
+        return capture, None
 
 
 class StreamSource(CaptureSource):
@@ -186,10 +163,46 @@ class StreamSource(CaptureSource):
         super().__init__(config, poll_interval)
         self.config = config
         self.name = redact_url(config.url)
+        self.read_timeout_s, self.config_retry_s = config.read_timeout_s, config.config_retry_s
+        self._ffmpeg_options = ffmpeg_options(config)
         self.start()
 
-    def _open(self) -> cv2.VideoCapture | None:
+    def _precheck(self) -> StreamProblem | None:
+        return reach(self.config.url, min(self.config.open_timeout_s, PRECHECK_TIMEOUT_S))
+
+    def _open(self) -> tuple[cv2.VideoCapture | None, StreamProblem | None]:
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.config.open_timeout_s * 1000),
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.config.read_timeout_s * 1000)]
-        capture = cv2.VideoCapture(self.config.url, cv2.CAP_FFMPEG, params)
-        return capture if capture.isOpened() else None
+        started = time.monotonic()
+        with _FFMPEG_OPEN_LOCK:
+            _set_options(self._ffmpeg_options)
+            try:
+                capture = cv2.VideoCapture(self.config.url, cv2.CAP_FFMPEG, params)
+            finally:
+                _set_options(_USER_FFMPEG_OPTIONS)
+        if capture.isOpened():
+            return capture, None
+        capture.release()
+        took = time.monotonic() - started
+        if took >= self.config.open_timeout_s * 0.9:      # asking again would wait as long: it is a timeout
+            return None, StreamProblem("timeout", f"{self.name} accepted the connection but sent no stream "
+                                                  f"within {self.config.open_timeout_s:g} s")
+        return None, diagnose(self.config.url, min(self.config.open_timeout_s, PRECHECK_TIMEOUT_S))
+
+
+def ffmpeg_options(config: StreamConfig) -> str:
+    """OPENCV_FFMPEG_CAPTURE_OPTIONS for this stream ("key;value|key;value"), the user's own winning."""
+    options: dict[str, str] = {}
+    if config.url.lower().startswith("rtsp"):
+        options.update(RTSP_OPTIONS, rtsp_transport=config.transport or "tcp")
+    for pair in filter(None, _USER_FFMPEG_OPTIONS.split("|")):
+        key, _, value = pair.partition(";")
+        options[key] = value
+    return "|".join(f"{key};{value}" for key, value in options.items())
+
+
+def _set_options(options: str) -> None:
+    if options:
+        os.environ[_FFMPEG_OPTIONS_VAR] = options
+    else:       # unset, not empty: OpenCV then applies its own defaults
+        os.environ.pop(_FFMPEG_OPTIONS_VAR, None)

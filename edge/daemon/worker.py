@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,9 +27,11 @@ from runtimes.tasks import Task, load_task
 from ..device.context import describe_choice, device_context
 from . import contract
 from .config import PipelineConfig
+from .ha_image import FrameImages
 from .ledger import Ledger
 from .metrics import MetricsCollector
 from .mqtt import MqttPublisher
+from .pipeline_state import PipelineState
 from .rules import RuleEngine
 from .sources import Frame, Source, open_source
 
@@ -39,7 +42,8 @@ Sink = Callable[[dict[str, Any]], None]      # gets every result message; must n
 
 class PipelineWorker:
     def __init__(self, config: PipelineConfig, device: str, publisher: MqttPublisher, ledger: Ledger | None,
-                 metrics: MetricsCollector, sinks: list[Sink], stop: threading.Event, state_dir: Path | None = None):
+                 metrics: MetricsCollector, sinks: list[Sink], stop: threading.Event, state_dir: Path | None = None,
+                 ha_images: bool = False):
         self.config, self.device, self.publisher, self.ledger = config, device, publisher, ledger
         self.metrics, self.sinks, self.stop = metrics, sinks, stop
         self.state_dir = state_dir
@@ -48,6 +52,11 @@ class PipelineWorker:
         self.source: Source = open_source(config.source, config.poll_interval)
         self.threshold = config.threshold
         self.rules = RuleEngine(config.rules)
+        # what the pipeline shows now (retained state), and its annotated frames for Home Assistant
+        self.state = PipelineState(self.name, self.bundle.manifest.task, [rule.name for rule in self.rules.rules])
+        ha = config.home_assistant
+        self.images = FrameImages(self.bundle.manifest.task, ha.image_interval, ha.image_width) \
+            if ha_images and ha.image_interval > 0 else None
         self.paused = False
         self.seq = 0                     # inputs taken by this process, results and errors alike
         self.counts = {"results": 0, "errors": 0, "skipped": 0}
@@ -87,6 +96,9 @@ class PipelineWorker:
         min_gap = 1.0 / self.config.rate_limit if self.config.rate_limit else 0.0
         next_take, waiting_for_spool, said_finished = 0.0, False, False
         while not self.stop.is_set():
+            self._publish_source_changes()
+            # Frames a live source replaces while the pipeline chooses not to take any are skipped, not dropped.
+            self.source.hold(self.paused or bool(min_gap and time.monotonic() < next_take))
             if self.paused:
                 self.stop.wait(wait)
                 continue
@@ -108,10 +120,23 @@ class PipelineWorker:
                     log.info("pipeline '%s': source finished (%d result(s), %d error(s))", self.name,
                              self.counts["results"], self.counts["errors"])
                     said_finished = True
-                self.stop.wait(wait)
+                self.source.wait_ready(wait, self.stop)    # a live source wakes it with its next frame
                 continue
             next_take = time.monotonic() + min_gap
             self.process(frame)
+
+    def _publish_source_changes(self) -> None:
+        """A camera's or stream's connection changes (lost, reconnected, ...) go out on the events topic,
+        kept in a full spool like errors: they are rare, and they explain a gap in the results."""
+        for change in self.source.take_changes():
+            problem = change.problem
+            body = contract.source_message(
+                device=self.device, pipeline=self.name, source=getattr(self.source, "name", self.source.kind),
+                change=change.change, connected=change.connected, reconnects=change.reconnects,
+                problem=problem and problem.code, reason=problem and problem.reason,
+                config_error=bool(problem and problem.config_error), retry_s=change.retry_s, down_s=change.down_s,
+                ts=contract.utc_timestamp(datetime.fromtimestamp(change.ts, timezone.utc)))
+            self.publisher.publish_all([(self._events_topic, contract.encode_message(body), self.config.qos, "error")])
 
     @property
     def finished(self) -> bool:
@@ -146,10 +171,14 @@ class PipelineWorker:
         also = self.ledger.marker(self.name, key) if key is not None else None
         self.publisher.publish_all(messages, also=also)
         if result is None:
+            self.state.record_error(message)
             self.counts["errors"] += 1
             self.metrics.count("errors", pipeline=self.name)
             log.warning("error seq=%d %s%s", self.seq, message["error"], self._delivery_note())
             return
+        self.state.record_result(result, self.rules.states())
+        if self.images is not None:
+            self.images.offer(image, result["results"])
         self.counts["results"] += 1
         self.metrics.record(result["latency_ms"], pipeline=self.name)
         for sink in self.sinks:
@@ -190,6 +219,9 @@ class PipelineWorker:
         bundle, task = _load(bundle_path or self.bundle.root, self.state_dir)
         with self._swap:
             self.bundle, self.task = bundle, task
+        self.state.set_task(bundle.manifest.task)
+        if self.images is not None:
+            self.images.task = bundle.manifest.task
         log.info("pipeline '%s' now runs %s (%s)", self.name, bundle.root, ", ".join(task.models))
 
     def snapshot(self) -> np.ndarray | None:
@@ -206,7 +238,9 @@ class PipelineWorker:
     def describe(self) -> dict[str, Any]:
         """This pipeline's entry in the status description."""
         return {"name": self.name, "task": self.bundle.manifest.task, "bundle": self.bundle.root.name,
-                "models": list(self.task.models), "source": self.source.kind, "paused": self.paused,
+                "models": list(self.task.models), "source": self.source.kind,
+                **({"connection": self.source.connection} if self.source.connection is not None else {}),
+                "paused": self.paused,
                 "threshold": self.threshold, "rules": [rule.name for rule in self.rules.rules],
                 "runs": self.model_runs(), "chosen": describe_choice(self.task.context)}
 
