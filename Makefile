@@ -24,7 +24,7 @@ demo: install mosquitto
 	$(PYTHON) -m edge demo
 
 test: install mosquitto
-	$(PYTHON) -m pytest -q -p no:cacheprovider tests
+	$(PYTHON) -m pytest -q -p no:cacheprovider --durations=30 tests
 
 bench: install
 	$(PYTHON) bench/quant_ocr.py

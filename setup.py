@@ -10,6 +10,9 @@ DEVICE = [
     "pyyaml>=6",
     "pydantic>=2,<3",
     "pyclipper>=1.3",           # DB text-box unclip (PP-OCR det post-processing)
+    "pillow>=9",                # reads a picture's header before decoding: size bound, alpha, TIFF pages (runtimes/image.py)
+    "cryptography>=42",         # ed25519 signatures of .edgepkg packages (edge keys/package/verify, install)
+    "rich>=13",                 # edge fleet ls/watch: the fleet table, live in the terminal
 ]
 CONVERT = DEVICE + [
     # Pinned together: paddle2onnx 2.1.0 reads Paddle 3.3.1's PIR program JSON; both move in lockstep
@@ -20,6 +23,8 @@ CONVERT = DEVICE + [
     "shapely>=2",               # polygon IoU for the text-box F1 the converter judges INT8 with
     "ml_dtypes",                # imported by onnxruntime.quantization, not declared by onnxruntime 1.32
     "onnxconverter-common>=1.16",  # float16 conversion of Jetson FP16 artifacts (keep_io_types, block lists)
+    "openvino==2026.4.1",       # x86 IR artifacts (model conversion, bf16/INT8 candidates); pinned with nncf
+    "nncf==3.4.0",              # OpenVINO INT8 post-training quantization candidates
 ]
 BENCH = ["matplotlib>=3.7"]     # edge bench's latency chart
 OPENVINO = ["openvino>=2024.4"]  # the OpenVINO backend (IR artifacts), on x86 and aarch64 CPUs
@@ -35,6 +40,7 @@ TEST = CONVERT + PEER_NEEDS + BENCH + OPENVINO + [
     "jsonschema>=4",            # every MQTT message in the tests is checked against docs/schemas
     "cryptography",             # the TLS test makes its own CA and certificates
     "jinja2",                   # renders Home Assistant value templates as HA would
+    "hypothesis>=6.100",        # fuzzed inputs at volume: tests/edge/test_fuzz_*.py, bench/fuzz.py
 ]
 
 setup(
@@ -43,7 +49,7 @@ setup(
     description="Convert PaddlePaddle PP-series vision models for edge devices, run them, publish over MQTT",
     python_requires=">=3.10",
     packages=find_packages(include=["edge*", "converters*", "device_profiles*", "runtimes*"]),
-    package_data={"device_profiles": ["*.yaml"]},
+    package_data={"device_profiles": ["*.yaml"], "edge.zoo": ["models.yaml", "metadata/*.yml"]},
     install_requires=[],
     extras_require={"device": DEVICE, "convert": CONVERT, "bench": BENCH, "openvino": OPENVINO,
                     "test": TEST},

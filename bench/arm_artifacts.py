@@ -7,6 +7,7 @@ executed it here (x86 twin, Paddle Inference simulation, qemu-aarch64 emulation)
 and its budget, and what was not executed. Last, the convert time per family and profile.
 No ARM timing is printed: nothing here runs on an ARM CPU.
 Usage: python bench/arm_artifacts.py [--profiles rpi4,rpi5] [--families detection,...] [--out bundles/arm]
+       [--log DIR]   (each convert's timestamped progress lines, to see where the time goes)
 """
 from __future__ import annotations
 
@@ -50,13 +51,18 @@ def pictures(folder: Path, names: list[str]) -> Path:
     return folder
 
 
-def convert(family: str, profile: str, out: Path, work: Path) -> float:
+def convert(family: str, profile: str, out: Path, work: Path, log: Path | None = None) -> float:
+    """Seconds for one `edge convert`; with `log`, its timestamped progress lines are written there
+    (where the time goes, step by step)."""
     exports, calib, val = FAMILIES[family]
     argv = [sys.executable, "-m", "edge", "convert", *[str(M / e) for e in exports], "--profile", profile,
             "--calib", str(pictures(work / "calib", calib)), "--val", str(pictures(work / "val", val)),
-            "-o", str(out), "--no-install", "--quiet"]
+            "-o", str(out), "--no-install"] + ([] if log else ["--quiet"])
     started = time.monotonic()
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    if log:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(proc.stderr, encoding="utf-8")
     if proc.returncode != 0:
         raise SystemExit(f"{family}/{profile}: edge convert failed: {proc.stderr.strip()[-500:]}")
     return time.monotonic() - started
@@ -84,6 +90,7 @@ def main() -> int:
     parser.add_argument("--profiles", default="rpi4,rpi5")
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--out", type=Path, default=ROOT / "bundles" / "arm")
+    parser.add_argument("--log", type=Path, help="folder for each convert's timestamped progress lines")
     args = parser.parse_args()
     for name in ("paddle-lite", "arm-emulator"):
         subprocess.run([sys.executable, "-m", "edge", "toolchain", "install", name], cwd=ROOT, check=True)
@@ -92,7 +99,8 @@ def main() -> int:
         for family in args.families.split(","):
             with tempfile.TemporaryDirectory() as tmp:
                 out = args.out / f"{family}-{profile}"
-                times[(family, profile)] = convert(family, profile, out, Path(tmp))
+                log = args.log / f"{family}-{profile}.log" if args.log else None
+                times[(family, profile)] = convert(family, profile, out, Path(tmp), log)
             print(f"\n## {family} on {profile} (convert {times[(family, profile)]:.0f} s)")
             print("| model | artifact | verdict | executed here | metric vs FP32 | not executed here |")
             print("|---|---|---|---|---|---|")

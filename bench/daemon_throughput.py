@@ -96,12 +96,15 @@ def bare_rate(bundle: Path, paths: list[Path]) -> Rate:
     return Rate(len(paths) / spent[0][0], spent[0][1] / len(paths))
 
 
-def daemon_rate(bundle: Path, paths: list[Path], broker: LocalBroker, work: Path, spool: bool) -> Rate:
+def daemon_rate(bundle: Path, paths: list[Path], broker: LocalBroker, work: Path, spool: bool,
+                in_flight: int = 1) -> Rate:
     """Results per second of the daemon on a folder of `paths`, done when the broker acknowledged all."""
     folder, state = work / "in", work / "state"
     shutil.copytree(paths[0].parent, folder)
     config = short_form_config(bundle=bundle, source=str(folder), mqtt_url=broker.url, device_id="bench",
                                state_dir=state, poll_interval=0.05, metrics_interval=0)
+    for pipeline in config.pipelines:
+        pipeline.in_flight = in_flight
     daemon = Daemon(config, None if spool else MemoryOutbox())
     for worker in daemon.workers.values():      # one warm-up run, as the bare loop gets
         worker.task(read_image(paths[0]))

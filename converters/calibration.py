@@ -105,9 +105,12 @@ def add_range_outputs(model: onnx.ModelProto, tensors: list[str], keep: float) -
     k = min(size, ceil(size * keep)): `keep` is the tail share times the number of inputs, so each
     input keeps as many values as the pooled tail can hold when all inputs are the same size.
     """
+    # k is worked out in double: Min/Max take no integers before opset 12 (PicoDet and HumanSeg ONNX
+    # exports are opset 11), and a double holds every tensor size exactly.
     flat = _const(model, "edge_cal_flat", np.array([-1], np.int64))
     one = _const(model, "edge_cal_one", np.array([1], np.int64))
-    keep_c = _const(model, "edge_cal_keep", np.array(keep, np.float32))
+    one_d = _const(model, "edge_cal_one_d", np.array([1.0], np.float64))
+    keep_c = _const(model, "edge_cal_keep", np.array(keep, np.float64))
     nodes, wanted = [], []
     for i, name in enumerate(tensors):
         p = f"edge_cal{i}"
@@ -117,14 +120,13 @@ def add_range_outputs(model: onnx.ModelProto, tensors: list[str], keep: float) -
             helper.make_node("ReduceMin", [f"{p}_flat"], [outs[1]], keepdims=0),
             helper.make_node("ReduceMax", [f"{p}_flat"], [outs[2]], keepdims=0),
             helper.make_node("Size", [name], [outs[0]]),
-            helper.make_node("Cast", [outs[0]], [f"{p}_nf"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", [outs[0]], [f"{p}_nf"], to=TensorProto.DOUBLE),
             helper.make_node("Mul", [f"{p}_nf", keep_c], [f"{p}_kf"]),
             helper.make_node("Ceil", [f"{p}_kf"], [f"{p}_kc"]),
-            helper.make_node("Cast", [f"{p}_kc"], [f"{p}_ki"], to=TensorProto.INT64),
-            helper.make_node("Reshape", [f"{p}_ki", one], [f"{p}_k1"]),
-            helper.make_node("Reshape", [outs[0], one], [f"{p}_n1"]),
-            helper.make_node("Min", [f"{p}_k1", f"{p}_n1"], [f"{p}_kn"]),
-            helper.make_node("Max", [f"{p}_kn", one], [f"{p}_k"]),
+            helper.make_node("Min", [f"{p}_kc", f"{p}_nf"], [f"{p}_kn"]),
+            helper.make_node("Max", [f"{p}_kn", one_d], [f"{p}_kd"]),
+            helper.make_node("Cast", [f"{p}_kd"], [f"{p}_ki"], to=TensorProto.INT64),
+            helper.make_node("Reshape", [f"{p}_ki", one], [f"{p}_k"]),
             helper.make_node("TopK", [f"{p}_flat", f"{p}_k"], [outs[3], f"{p}_topi"], largest=1),
             helper.make_node("TopK", [f"{p}_flat", f"{p}_k"], [outs[4], f"{p}_boti"], largest=0),
         ]

@@ -30,7 +30,9 @@ from .spec import ExportSource
 SAMPLES = 4                  # validation pictures shipped in the bundle for `edge bench` on the device
 SAMPLE_SIDE = 1600           # longer pictures are shipped downscaled to this side (JPEG), to keep the bundle small
 SAMPLES_DIR = "samples"
-TOOLS = ("paddlepaddle", "paddle2onnx", "onnx", "onnxruntime", "numpy", "opencv-python-headless")
+ARTIFACT_SUFFIX = {"onnx": ".onnx", "paddle_lite": ".nb", "openvino": ".xml"}
+TOOLS = ("paddlepaddle", "paddle2onnx", "onnx", "onnxruntime", "openvino", "nncf", "numpy",
+         "opencv-python-headless")
 
 
 @dataclass
@@ -44,6 +46,7 @@ class BuiltArtifact:
     fp32_nodes: list[str] = field(default_factory=list)
     channel_groups: list[str] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)   # runtimes.bundle.ArtifactCheck fields
+    companions: list[Path] = field(default_factory=list)   # files the artifact needs beside it (an IR's .bin)
 
 
 @dataclass
@@ -77,19 +80,35 @@ def _source_files(source: ExportSource) -> list[SourceFile]:
     return [SourceFile(path=str(f), sha256=sha256_of(f)) for f in files]
 
 
-def _entry(root: Path, model: BuiltModel) -> ModelEntry:
-    spec, artifacts = model.source.spec, []
+def _copy_companions(root: Path, art: BuiltArtifact, name: str) -> list[str]:
+    """Each companion beside the artifact under the artifact's stem and its own suffix (an IR's `.bin` must
+    share the `.xml`'s stem: OpenVINO finds it by that name)."""
+    names = []
+    for companion in art.companions:
+        names.append(str(Path(name).with_suffix(companion.suffix)))
+        if names[-1] == name or names[-1] in names[:-1]:
+            raise ConversionError(f"{art.path.name}: companion {companion.name} would overwrite another file")
+        shutil.copyfile(companion, root / names[-1])
+    return names
+
+
+def _entry(root: Path, model: BuiltModel) -> tuple[ModelEntry, list[BundleFile]]:
+    """The model's manifest entry, and its artifacts' companion files (listed in the manifest's `files`,
+    so every byte a device loads is hashed and verified)."""
+    spec, artifacts, companions = model.source.spec, [], []
     for art in model.artifacts:
-        name = f"{spec.role}.{art.precision}.onnx" if art.format == "onnx" else f"{spec.role}.{art.precision}.nb"
+        name = f"{spec.role}.{art.precision}{ARTIFACT_SUFFIX[art.format]}"
         shutil.copyfile(art.path, root / name)
+        beside = _copy_companions(root, art, name)
+        companions += [BundleFile(**describe_file(root, c)) for c in beside]
         artifacts.append(Artifact(format=art.format, precision=art.precision, quantization=art.quantization,
                                   target=art.target, metrics=art.metrics, fp32_nodes=art.fp32_nodes,
-                                  channel_groups=art.channel_groups, checks=art.checks,
+                                  channel_groups=art.channel_groups, checks=art.checks, companions=beside,
                                   **describe_file(root, name)))
     return ModelEntry(role=spec.role, name=spec.name, input=spec.input, outputs=[], preprocess=spec.preprocess,
                       postprocess=spec.postprocess, labels=spec.labels, artifacts=artifacts,
                       selected=artifacts[model.selected].path, decision=model.decision,
-                      source_format=model.source.format, source_files=_source_files(model.source))
+                      source_format=model.source.format, source_files=_source_files(model.source)), companions
 
 
 def _copy_samples(root: Path, pictures: list[Path]) -> list[BundleFile]:
@@ -138,9 +157,10 @@ def write_bundle(out: Path, *, pipeline: str, task: str, profile: str, runtime: 
     try:
         entries, files = [], []
         for model in models:
-            entry = _entry(staging, model)
+            entry, companions = _entry(staging, model)
             entry.outputs = outputs.get(entry.role, [])
             entries.append(entry)
+            files += companions
             for name, text in model.source.spec.files.items():
                 (staging / name).write_text(text, encoding="utf-8")
                 files.append(BundleFile(**describe_file(staging, name)))

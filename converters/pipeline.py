@@ -1,8 +1,9 @@
 """`edge convert`: order the passes the profile asks for, build, judge, choose and package.
 
 For every SRC: Paddle -> ONNX, repair, parity with Paddle Inference, graph optimisation (the FP32
-reference). Then, per artifact the profile prefers, build it and let it prove itself against the
-FP32 reference with the family's metric; the first that passes is what the device runs.
+reference). Then, per artifact the profile lists, build it and let it prove itself against the
+FP32 reference with the family's metric; converters/selection.py decides what ships (on a host that can
+time the target: the fastest that passed, plus the profile's fallbacks).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .builders.base import BuildResult
 from .families import family_for
 from .package import BuiltModel, write_bundle
 from .pictures import choose_pictures
+from .selection import choose_by_speed, ship_in_order
 from .passes.base import ModelFile, PassContext, Target
 from .passes.optimize import OptimizePass
 from .passes.paddle_parity import PaddleParityPass
@@ -131,21 +133,12 @@ def _build_role(profile: Profile, role: str, source: ExportSource, fp32: ModelFi
 
 
 def _decide(profile: Profile, role: str, source: ExportSource, results: list[tuple[ArtifactChoice, BuildResult]],
-            progress: Callable[[str], None]) -> BuiltModel:
-    """The artifacts that passed, in the profile's order of preference, and the decision in words."""
-    artifacts = [r.artifact for _, r in results if r.artifact is not None]
-    reasons = [f"{choice.label()}: {r.reason}" for choice, r in results]
-    if not artifacts:
-        raise ConversionError(f"{role}: no artifact passed its check ({'; '.join(reasons)})")
-    chosen = artifacts[0]        # refused ones are absent
+            fp32: Path, options: dict[str, Any], progress: Callable[[str], None]) -> tuple[BuiltModel, list]:
+    """What ships for one model and the candidate table (converters/selection.py): where this host can time
+    the target, the fastest candidate that passed plus the profile's fallbacks; elsewhere all that passed."""
     if _target(profile, profile.artifacts[0]).runs_on_host():
-        head = f"runs {chosen.format} {chosen.precision}"
-    else:
-        head = (f"first choice on the device: {chosen.format} {chosen.precision} (speed cannot be measured "
-                "here: every artifact that passed its check ships, in the profile's order)")
-    decision = f"{head}. " + "; ".join(reasons)
-    progress(f"{role}: {decision}")
-    return BuiltModel(source, artifacts, 0, decision)
+        return choose_by_speed(profile, role, source, results, fp32, options, progress)
+    return ship_in_order(role, source, results, progress)
 
 
 def convert(req: ConvertRequest) -> dict[str, Any]:
@@ -176,12 +169,16 @@ def convert(req: ConvertRequest) -> dict[str, Any]:
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-        built = [_decide(profile, role, by_role[role], [(c, r.settle()) for c, r in results[role]], req.progress)
-                 for role in by_role]
+        decided = {role: _decide(profile, role, by_role[role], [(c, r.settle()) for c, r in results[role]],
+                                 fp32_paths[role], {**options, "source": by_role[role]}, req.progress)
+                   for role in by_role}
+    built = [model for model, _ in decided.values()]
     outputs = {role: builders.output_names(fp32[role].path) for role in by_role}
     manifest = write_bundle(req.out, pipeline=req.name or shape.name, task=task, profile=profile.name,
                             runtime=_target(profile, profile.artifacts[0]).runtime, models=built, samples=val,
                             outputs=outputs, metrics={"pictures": {"how": pictures.how,
                                                                    "calibration": [p.name for p in calib],
-                                                                   "validation": [p.name for p in val]}})
+                                                                   "validation": [p.name for p in val]},
+                                                      "candidates": {role: table for role, (_, table) in
+                                                                     decided.items()}})
     return {"bundle": str(req.out), "manifest": manifest}

@@ -19,6 +19,10 @@ class ArtifactChoice(Strict):
     format: Literal["onnx", "paddle_lite", "openvino"]
     precision: Literal["fp32", "fp16", "bf16", "int8"]
     quantization: QuantScheme | None = None
+    # Where the conversion host can time the target (x86 profiles), only the fastest candidate that meets the
+    # budget ships, plus every candidate marked `fallback` that passed: what a device runs when the chosen
+    # one's runtime is missing (ONNX FP32 for a device without OpenVINO). Elsewhere everything that passes ships.
+    fallback: bool = False
 
     @model_validator(mode="after")
     def _scheme_iff_int8(self) -> "ArtifactChoice":

@@ -8,7 +8,7 @@ import argparse
 import logging
 import sys
 
-from runtimes.errors import EdgeError
+from runtimes.errors import EdgeError, one_line
 
 from .commands import COMMANDS
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except EdgeError as err:
-        print(f"edge {args.command}: error: {err}", file=sys.stderr)
+        print(f"edge {args.command}: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"edge {args.command}: interrupted", file=sys.stderr)

@@ -130,8 +130,9 @@ def _daemon_config_loader():
 
 def check_config(text: str, source: Path, root: Path) -> None:
     """Validate the config as it will be read on the target: from ROOT/etc/edge, so that relative
-    paths in it resolve as the service will resolve them; its state_dir must be the service's
-    state folder, the only place the sandbox lets the daemon write."""
+    paths in it resolve as the service will resolve them, and with its absolute paths under ROOT
+    (/opt/edge/bundles/x of the config is ROOT/opt/edge/bundles/x here); its state_dir must be the
+    service's state folder, the only place the sandbox lets the daemon write."""
     loader = _daemon_config_loader()
     folder = root / CONFIG_PATH.parent
     created = [p for p in (folder, *folder.parents) if p.is_relative_to(root) and not p.exists()]
@@ -146,7 +147,7 @@ def check_config(text: str, source: Path, root: Path) -> None:
                 raise ConfigError("expected a mapping at the top level", path=str(source), line=1)
             return
         try:
-            config = loader(staged)
+            config = loader(staged, root=root)
         except ConfigError as err:
             # name the file the user gave, not the staged copy
             raise ConfigError(str(err).replace(staged, str(source))) from None
@@ -186,11 +187,21 @@ def install(config: Path, root: Path = Path("/"), *, force: bool = False, enable
     """Validate `config`, then write the unit, the user and the config under `root` (all or nothing)."""
     config, root = Path(config), Path(root)
     if not root.is_dir():
-        raise ServiceInstallError(f"root folder {root} does not exist")
+        raise ServiceInstallError(f"root folder {root} {'is not a folder' if root.exists() else 'does not exist'}")
     try:
         text = config.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read the config ({err})", path=str(config)) from None
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ConfigError(f"cannot read the config ({reason})", path=str(config)) from None
+    try:
+        return _install(text, config, root, force, enable, options)
+    except OSError as err:      # a read-only image, a file where a folder of the unit must go, ...
+        raise ServiceInstallError(f"cannot write into {root}: {err.strerror or err}"
+                                  f"{f' ({err.filename})' if err.filename else ''}") from None
+
+
+def _install(text: str, config: Path, root: Path, force: bool, enable: bool,
+             options: UnitOptions | None) -> InstallReport:
     check_config(text, config, root)
     options = options or UnitOptions(python=default_python(root))
     files = {UNIT_PATH: (render_unit(options), 0o644),

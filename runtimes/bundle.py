@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import BundleError
+from .errors import BundleError, one_line
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -171,14 +171,15 @@ class Bundle:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise BundleError(f"{manifest_path}: unreadable manifest ({err})") from None
         if isinstance(raw, dict) and raw.get("schema_version") not in (None, SCHEMA_VERSION):
-            raise BundleError(f"{manifest_path}: schema_version {raw.get('schema_version')} is not "
+            raise BundleError(f"{manifest_path}: schema_version {one_line(repr(raw.get('schema_version')), 80)} is not "
                               f"supported by this edge (it reads {SCHEMA_VERSION}); reconvert the bundle")
         try:
             manifest = Manifest.model_validate(raw)
         except ValidationError as err:
             first = err.errors()[0]
             field = ".".join(str(p) for p in first["loc"])
-            raise BundleError(f"{manifest_path}: {field}: {first['msg']}") from None
+            # a key or a message may quote the manifest's own text, line breaks and all: keep the error one line
+            raise BundleError(one_line(f"{manifest_path}: {field}: {first['msg']}")) from None
         bundle = cls(root, manifest)
         if verify:
             problems = bundle.verify()
@@ -226,6 +227,22 @@ class Bundle:
                 have = ", ".join(a.precision for a in entry.artifacts)
                 raise BundleError(f"{self.root}: model '{entry.role}' has no {precision} artifact (it has: {have})")
             entry.selected = match.path
+        return Bundle(self.root, manifest)
+
+    def with_preprocess(self, overrides: dict[str, dict[str, dict[str, Any]]]) -> "Bundle":
+        """The same bundle with pre-processing parameters replaced, {role: {op: {param: value}}} (a device's
+        own setting, e.g. the daemon config's `preprocess`); a role or op the bundle lacks is a BundleError.
+        Parameter names and values are checked when the task builds its pre-processing."""
+        manifest = self.manifest.model_copy(deep=True)
+        for role, ops in overrides.items():
+            entry = manifest.model(role)
+            for name, params in ops.items():
+                found = [op for op in entry.preprocess if op.get("op") == name]
+                if not found:
+                    have = ", ".join(str(op.get("op")) for op in entry.preprocess)
+                    raise BundleError(f"model '{role}' has no pre-processing op '{name}' to override (it has: {have})")
+                for op in found:
+                    op.update(params)
         return Bundle(self.root, manifest)
 
     def artifact_path(self, role: str) -> tuple[Artifact, Path]:

@@ -6,6 +6,14 @@ class EdgeError(Exception):
     """Root of every error edge raises on purpose; the CLI prints str(err) as one line."""
 
 
+def one_line(text: str, limit: int = 1000) -> str:
+    """`text` as one line: what is not printable (line breaks, control characters that a file name or a
+    misspelt key brought in) is shown as its escape, so a terminal or a log shows exactly one line; a line
+    over `limit` characters (it quotes a huge input) keeps its start and end."""
+    line = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return line if len(line) <= limit else f"{line[:limit * 2 // 3]} [...] {line[-limit // 3:]}"
+
+
 class ConfigError(EdgeError):
     """A YAML/JSON config (profile, daemon config, export metadata) is wrong.
 

@@ -49,8 +49,12 @@ def read_yaml(path: str | Path) -> tuple[Any, yaml.Node | None]:
     except yaml.MarkedYAMLError as err:
         line = err.problem_mark.line + 1 if err.problem_mark else None
         raise ConfigError(f"invalid YAML: {err.problem}", path=str(path), line=line) from None
+    except yaml.reader.ReaderError as err:     # a control character; PyYAML's message spans two lines
+        code = err.character if isinstance(err.character, int) else ord(err.character)
+        raise ConfigError(f"invalid YAML: character #x{code:04x}: {err.reason}", path=str(path),
+                          line=text.count("\n", 0, err.position) + 1) from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"invalid YAML: {err}", path=str(path)) from None
+        raise ConfigError(f"invalid YAML: {' '.join(str(err).split())}", path=str(path)) from None
     return data, node
 
 

@@ -216,12 +216,13 @@ def mqtt_subscriber() -> Iterator[Callable[..., Subscriber]]:
 # --- the daemon as a separate process -------------------------------------------------------------
 
 class DaemonProcess:
-    """`python -m edge.daemon ...` with its stderr collected line by line."""
+    """`python -m edge.daemon ...` with its stderr collected line by line; `prefix` runs it through another
+    command that execs it (e.g. `ip netns exec NAME`, tests/netns.py)."""
 
-    def __init__(self, args: list[str]):
+    def __init__(self, args: list[str], prefix: tuple[str, ...] = ()):
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen([sys.executable, "-m", "edge.daemon", *args], cwd=REPO_ROOT, env=env,
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        self.process = subprocess.Popen([*prefix, sys.executable, "-m", "edge.daemon", *args], cwd=REPO_ROOT,
+                                        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._cond = threading.Condition()

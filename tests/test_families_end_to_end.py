@@ -103,8 +103,9 @@ def test_manifest_records_measurements_and_ships_int8_only_within_the_bar(family
         chosen = entry.selected_artifact()
         assert entry.decision.startswith(f"runs onnx {chosen.precision}"), entry.decision
         if chosen.precision == "fp32":
-            # the refused INT8 is named, with the number that refused it
-            assert re.search(r"onnx int8[^;]*: refused: [^;]*\d\.\d", entry.decision), entry.decision
+            # the INT8 not shipped is named, with its number: refused (metric or speed), or within budget but
+            # not the fastest in the side-by-side timing (converters/selection.py)
+            assert re.search(r"onnx int8[^;]*: [^;]*\d\.\d", entry.decision), entry.decision
 
 
 def run_daemon(bundle: Path, picture: Path, tmp_path: Path, broker, subscriber, edge_daemon) -> dict:

@@ -19,6 +19,8 @@ from .base import BuildResult
 from .onnx_fp16 import build_onnx_fp16
 from .onnx_fp32 import build_onnx_fp32
 from .onnx_int8 import build_onnx_int8
+from .openvino_fp import build_openvino_bf16, build_openvino_fp32
+from .openvino_int8 import build_openvino_int8
 from .paddle_lite_fp import build_paddle_lite_fp16, build_paddle_lite_fp32
 from .paddle_lite_int8 import build_paddle_lite_int8
 
@@ -30,6 +32,9 @@ BUILDERS: dict[tuple[str, str], Builder] = {
     ("paddle_lite", "fp32"): build_paddle_lite_fp32,
     ("paddle_lite", "fp16"): build_paddle_lite_fp16,
     ("paddle_lite", "int8"): build_paddle_lite_int8,
+    ("openvino", "fp32"): build_openvino_fp32,
+    ("openvino", "bf16"): build_openvino_bf16,
+    ("openvino", "int8"): build_openvino_int8,
 }
 
 

@@ -113,7 +113,9 @@ class _Search:
     def _setup(self, model: ModelFile, ctx: PassContext) -> None:
         self.ctx, self.family = ctx, ctx.options.get("family")
         self.fp32: dict[str, Path] = ctx.options.get("fp32_models") or {}
-        self.calib, self.val = list(ctx.options.get("calib_images") or []), list(ctx.options.get("val_images") or [])
+        # path order, as `edge convert` lists them: the calibration inputs depend on it (see passes/quantize.py)
+        self.calib = sorted(Path(p) for p in ctx.options.get("calib_images") or [])
+        self.val = list(ctx.options.get("val_images") or [])
         if model.format != "paddle-legacy":
             raise ConversionError(f"{ctx.role} model: Paddle PTQ quantizes legacy Paddle programs, not {model.format}")
         if self.family is None or ctx.role not in self.fp32 or not self.calib or not self.val:

@@ -217,7 +217,11 @@ class QuantizePass(Pass):
         started = time.perf_counter()
         family: Family = ctx.options.get("family")
         fp32: dict[str, Path] = ctx.options.get("fp32_models") or {}
-        calib, val = list(ctx.options.get("calib_images") or []), list(ctx.options.get("val_images") or [])
+        # calibration pictures in path order, as `edge convert` lists them (converters/pictures.py): which inputs
+        # calibrate depends on it (OCR rec: 16 line batches spread over all of them), so a pass run on its own
+        # (bench/quant_ocr.py, tests) calibrates as the convert does and reaches the same INT8 decision
+        calib = sorted(Path(p) for p in ctx.options.get("calib_images") or [])
+        val = list(ctx.options.get("val_images") or [])
         if family is None or ctx.role not in fp32 or not calib or not val:
             raise ConversionError(f"quantize {ctx.role}: needs a task family, the FP32 models and calibration "
                                   "and validation images (give --calib)")

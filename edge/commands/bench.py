@@ -13,6 +13,7 @@ from ..daemon.config import default_state_dir
 from ..device.bench import BenchOptions, bench
 from ..device.record import record_path, write_record
 from ..device.report import table, write_reports
+from .paths import writable_folder
 from .progress import reporter
 
 
@@ -49,7 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     bundle = Bundle.open(args.bundle)
-    state_dir = args.state_dir or default_state_dir(args.device_id)
+    # both checked before minutes of measuring, not when the record is written at the end
+    state_dir = writable_folder(args.state_dir or default_state_dir(args.device_id), "--state-dir")
+    if args.out:
+        writable_folder(args.out, "--out")
     options = BenchOptions(frames=args.frames, threads=args.threads, state_dir=state_dir, pictures=args.images)
     record = bench(bundle, options, reporter(args.quiet))
     path = write_record(record, record_path(bundle, state_dir))

@@ -5,14 +5,16 @@ import argparse
 import json
 from pathlib import Path
 
+from .paths import bundle_output, writable_folder
 from .progress import reporter
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("convert", help="convert Paddle exports / ONNX files into a bundle for a device")
     parser.add_argument("sources", nargs="+", metavar="SRC",
-                        help="export folder (Paddle .pdmodel/.json + .pdiparams + metadata) or .onnx file; "
-                             "several make one pipeline bundle (e.g. OCR det cls rec)")
+                        help="export folder (Paddle .pdmodel/.json + .pdiparams + metadata), .onnx file, or "
+                             "zoo name (edge models list; downloaded once); several make one pipeline bundle "
+                             "(e.g. OCR det cls rec, or the zoo group ppocrv4)")
     parser.add_argument("--profile", required=True, help="device profile name (edge profiles list) or YAML path")
     parser.add_argument("--calib", type=Path, help="folder of real images for INT8 calibration")
     parser.add_argument("--val", type=Path, help="folder of real images to judge artifacts on (default: every "
@@ -35,13 +37,19 @@ def run_convert(args: argparse.Namespace) -> int:
     from converters.pipeline import ConvertRequest, convert
     from converters.toolchains import needed_by, toolchain
 
+    from ..zoo import resolve_sources
+    from .models import download_progress
+
     progress = reporter(args.quiet)
+    out = bundle_output(args.out or Path("bundles") / (args.name or "bundle"))   # before minutes of converting
+    if args.workdir:
+        writable_folder(args.workdir, "--workdir")
     profile = device_profiles.load(args.profile)
     check_buildable(profile)
     for name in needed_by(profile):      # provisioning happens here, once, never inside the conversion
         toolchain(name, progress).ensure(allow_install=not args.no_install)
-    out = args.out or Path("bundles") / (args.name or "bundle")
-    result = convert(ConvertRequest(sources=args.sources, profile=args.profile, out=out, calib=args.calib,
+    sources = resolve_sources(args.sources, progress=download_progress(args.quiet))   # zoo names -> folders
+    result = convert(ConvertRequest(sources=sources, profile=args.profile, out=out, calib=args.calib,
                                     val=args.val, workdir=args.workdir, name=args.name,
                                     progress=progress))
     manifest = result["manifest"]

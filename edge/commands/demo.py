@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .paths import writable_folder
 from .progress import reporter
 
 
@@ -16,4 +17,4 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    return run_demo(args.workdir, reporter(False))
+    return run_demo(writable_folder(args.workdir, "--workdir"), reporter(False))

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 
 from runtimes.bundle import Bundle
-from runtimes.errors import EdgeError
+from runtimes.errors import EdgeError, one_line
 from runtimes.image import read_image
 from runtimes.tasks import load_task
 
@@ -18,6 +18,7 @@ from ..daemon.config import default_state_dir
 from ..daemon.contract import result_message
 from ..device.context import device_context
 from ..drawing import draw
+from .paths import writable_folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,18 +33,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="the daemon's state folder: its caches and the artifacts `edge bench` chose there "
                              "(default ~/.local/state/edge/DEVICE_ID, as `edge run`)")
     parser.add_argument("--draw", type=Path, metavar="OUT",
-                        help="draw the results: an image file for one IMAGE, else a folder (one file per image)")
+                        help="draw the results: into a folder (one IMAGE.jpg per image; an existing folder or "
+                             "a name without a suffix), or, for one IMAGE, an image file such as out.jpg")
     parser.set_defaults(handler=run_infer)
 
 
-def save_drawing(target: Path, many: bool, image_path: str, task: str, image, results) -> None:
-    out = target / f"{Path(image_path).stem}.jpg" if many else target
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), draw(task, image, results)):
-        raise EdgeError(f"cannot write the drawing to {out} (use a .jpg or .png name)")
+def drawing_target(target: Path, many: bool) -> tuple[Path, bool]:
+    """(where, is_folder), checked before any inference: a folder takes one drawing per image."""
+    if many or target.is_dir() or not target.suffix:
+        return writable_folder(target, "--draw"), True
+    if not cv2.haveImageWriter(str(target)):
+        raise EdgeError(f"--draw {target}: not a picture name this system can write (use .jpg or .png), "
+                        "nor a folder")
+    writable_folder(target.parent, "--draw", given=target)
+    return target, False
+
+
+def save_drawing(target: Path, folder: bool, image_path: str, task: str, image, results) -> None:
+    out = target / f"{Path(image_path).stem}.jpg" if folder else target
+    try:
+        written = cv2.imwrite(str(out), draw(task, image, results))
+    except cv2.error:
+        written = False
+    if not written:
+        raise EdgeError(f"cannot write the drawing to {out}")
 
 
 def run_infer(args: argparse.Namespace) -> int:
+    draw_to = drawing_target(args.draw, len(args.images) > 1) if args.draw else None
     bundle = Bundle.open(args.bundle)
     if args.precision:
         bundle = bundle.with_precision(args.precision)
@@ -55,11 +72,11 @@ def run_infer(args: argparse.Namespace) -> int:
             image = read_image(image_path)
             output = task(image)
         except EdgeError as err:   # one bad image must not hide the others' results
-            print(f"edge infer: error: {err}", file=sys.stderr)
+            print(f"edge infer: error: {one_line(str(err))}", file=sys.stderr)
             failures += 1
             continue
-        if args.draw:
-            save_drawing(args.draw, len(args.images) > 1, image_path, bundle.manifest.task, image, output.results)
+        if draw_to:
+            save_drawing(*draw_to, image_path, bundle.manifest.task, image, output.results)
         message = result_message(device=args.device_id, pipeline=bundle.manifest.pipeline, models=task.models,
                                  source=str(image_path), seq=seq, latency_ms=output.timings.as_dict(),
                                  results=output.results)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from runtimes.backends import why_not_loadable
 from runtimes.bundle import Bundle
-from runtimes.errors import BundleError
+from runtimes.errors import BundleError, one_line
 
 from ..daemon.config import default_state_dir
 from ..device.record import BenchRecord, read_record, record_path
@@ -56,10 +56,11 @@ def run_inspect(args: argparse.Namespace) -> int:
                     if check.not_executed:
                         print(f"         limits: {check.not_executed}")
             print(f"    decision: {entry.decision}")
+            print_candidates(mapping(manifest.metrics.get("candidates")).get(entry.role))
             print_choice(record, entry.role)
         for item in manifest.files:
             print(f"  file: {item.path} {item.bytes} B sha256 {item.sha256[:12]}")
-        pictures = manifest.metrics.get("pictures", {})
+        pictures = mapping(manifest.metrics.get("pictures"))
         if pictures:
             print(f"  pictures: {pictures.get('how')}")
         print(f"  tools: {', '.join(f'{k} {v}' for k, v in prov.tools.items())}")
@@ -68,6 +69,40 @@ def run_inspect(args: argparse.Namespace) -> int:
     if problems:
         raise BundleError(f"{args.bundle}: {len(problems)} problem(s): " + "; ".join(problems))
     return 0
+
+
+def mapping(value: object) -> dict:
+    """`metrics` is the converter's free-form record: a hand-edited manifest may hold anything there, and what
+    is not the expected table is simply not shown."""
+    return value if isinstance(value, dict) else {}
+
+
+def print_candidates(rows: object) -> None:
+    """The converter's candidate table (converters/selection.py): every artifact the profile listed, its metric
+    against FP32, its latency timed side by side on the conversion host, and why it ships or not."""
+    if not isinstance(rows, list) or not rows:
+        return
+    try:
+        print_candidate_rows(rows)
+    except (AttributeError, KeyError, TypeError, ValueError):    # a table not in the converter's form
+        print(f"    candidates: {one_line(json.dumps(rows, ensure_ascii=False), 300)}")
+
+
+def print_candidate_rows(rows: list[dict]) -> None:
+    threads = sorted({t for row in rows for t in row.get("latency_ms", {})}, key=int)
+    at = "/".join(threads)
+    print(f"    candidates (ms at {at or '-'} thread(s) on the conversion host, side by side; x = ratio to "
+          "onnxruntime fp32):")
+    for row in rows:
+        if row.get("value") is not None:
+            metric = f"{row['metric']} {row['value']:.4g} (budget {row['budget']:g})"
+        else:
+            metric = row.get("metric") or "-"
+        ms = "/".join(f"{row['latency_ms'][t]:.2f}" for t in threads) if row.get("latency_ms") else "-"
+        ratio = "/".join(f"{row['ratio_vs_onnxruntime_fp32'][t]:.2f}x" for t in threads) if row.get(
+            "ratio_vs_onnxruntime_fp32") else "-"
+        print(f"      {row['artifact']:<28} {row['status']:<11} {ms:>15} ms {ratio:>13}  {metric}")
+        print(f"         {row['why']}")
 
 
 def print_choice(record: BenchRecord | None, role: str) -> None:

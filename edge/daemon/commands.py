@@ -17,7 +17,7 @@ from typing import Annotated, Any, Callable
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-from runtimes.errors import EdgeError
+from runtimes.errors import EdgeError, one_line
 
 from . import contract
 
@@ -87,9 +87,21 @@ class ReloadCommand(_Command):
                                                        "absent: reload the pipeline's current bundle")
 
 
+class OtaCommand(_Command):
+    """An update offer (docs/ota.md): the package's identity and where to fetch it (chunks or a URL)."""
+    offer: str = Field(pattern=r"^[0-9a-f]{16}$", description="the package's sha256, first 16 hex digits")
+    name: BundleName
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    size: int = Field(ge=1, le=8 << 30)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    chunk_size: int = Field(ge=1024, le=4 << 20)
+    url: str | None = Field(None, pattern=r"^https?://[^\s]+$", max_length=2048,
+                            description="fetch from here instead of chunks over MQTT")
+
+
 COMMAND_MODELS: dict[str, type[_Command]] = {
     "pause": PauseCommand, "resume": ResumeCommand, "set_threshold": SetThresholdCommand,
-    "snapshot": SnapshotCommand, "reload": ReloadCommand,
+    "snapshot": SnapshotCommand, "reload": ReloadCommand, "ota": OtaCommand,
 }
 
 Handler = Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -136,8 +148,9 @@ class CommandRouter:
                 arguments["bundle_path"] = str(self.resolve_bundle(arguments["bundle"]))
             result = handler(arguments)
         except EdgeError as err:
-            log.warning("command %r refused: %s", name[:64], err)
-            return contract.reply_message(command=_printable(name), ok=False, error=str(err), request_id=request_id)
+            log.warning("command %r refused: %s", name[:64], one_line(str(err)))
+            return contract.reply_message(command=_printable(name), ok=False, error=one_line(str(err)),
+                                          request_id=request_id)
         except Exception as err:   # a handler's bug must not take the daemon down, nor go unanswered
             log.exception("command %r failed", name[:64])
             return contract.reply_message(command=_printable(name), ok=False,

@@ -18,9 +18,11 @@ from pydantic_core import PydanticCustomError
 
 from runtimes.bundle import Bundle
 from runtimes.errors import BundleError, ConfigError
+from runtimes.tasks.preprocess import Preprocess
 from runtimes.yamlconfig import load_model, read_yaml
 
 from . import contract
+from ..ota.config import OtaConfig
 from .ha_discovery import HaPipelineOptions
 from .mqtt import parse_mqtt_url
 from .rules import RuleConfig, check_unique_names
@@ -29,6 +31,9 @@ from .sources import SourceField, with_options
 
 # The folder relative paths are resolved against while a file is validated (None: the working folder).
 _BASE_DIR: ContextVar[Path | None] = ContextVar("edge_config_base_dir", default=None)
+# The root filesystem absolute paths are read under while a file is validated (None: this system's own):
+# `edge service install --root` checks a config against the SD-card image it goes into.
+_TARGET_ROOT: ContextVar[Path | None] = ContextVar("edge_config_target_root", default=None)
 
 
 @contextmanager
@@ -41,9 +46,22 @@ def _relative_to(folder: Path | None) -> Iterator[None]:
 
 
 def _resolve(path: Path) -> Path:
-    path = path.expanduser()
+    try:
+        path = path.expanduser()
+    except RuntimeError:                # "~name/..." of a user this system does not have
+        raise _problem(f"{path}: this system has no home folder for '{path.parts[0]}'") from None
+    if path.is_absolute():
+        root = _TARGET_ROOT.get()
+        return _fits(path if root is None else root / path.relative_to("/"))
     base = _BASE_DIR.get()
-    return path if path.is_absolute() or base is None else base / path
+    return _fits(path if base is None else base / path)
+
+
+def _fits(path: Path) -> Path:
+    """A path the system can look at: checking one over NAME_MAX/PATH_MAX raises OSError, not False."""
+    if len(os.fsencode(path)) >= 4096 or any(len(os.fsencode(part)) > 255 for part in path.parts):
+        raise _problem(f"path too long ({len(str(path))} characters; a name may have 255 bytes, a path 4095)")
+    return path
 
 
 def _problem(message: str) -> PydanticCustomError:
@@ -131,6 +149,10 @@ class SpoolConfig(Strict):
     synchronous: Literal["normal", "full"] = "normal"
 
 
+# Measured with bench/daemon_throughput.py --in-flight (see docs/config.md).
+IN_FLIGHT_DEFAULT = 1
+
+
 class PipelineConfig(Strict):
     name: str | None = None             # topic level; default: the bundle manifest's `pipeline`
     bundle: Path
@@ -139,8 +161,13 @@ class PipelineConfig(Strict):
     threshold: float | None = Field(None, ge=0, le=1)  # results whose `score` is below it are dropped
     rate_limit: float | None = Field(None, gt=0)      # at most this many frames per second
     qos: Literal[0, 1, 2] = 1
+    # frames run at once (decode and pre-processing of one overlap the inference of another); results still
+    # go out in input order. Pipelines with a Paddle Lite model run one at a time whatever this says.
+    in_flight: int = Field(IN_FLIGHT_DEFAULT, ge=1, le=8)
     rules: list[RuleConfig] = Field(default_factory=list)
     home_assistant: HaPipelineOptions = Field(default_factory=HaPipelineOptions)   # with ha_discovery
+    # model role -> pre-processing op -> parameters replacing the bundle's (e.g. the OCR det's small-input resize)
+    preprocess: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
     @field_validator("bundle")
     @classmethod
@@ -180,6 +207,17 @@ class PipelineConfig(Strict):
             self.name = _pipeline_name(manifest_name, " (the bundle manifest's; set 'name')")
         return self
 
+    @model_validator(mode="after")
+    def _preprocess_fits_bundle(self) -> "PipelineConfig":
+        if self.preprocess:
+            try:
+                bundle = Bundle.open(self.bundle, verify=False).with_preprocess(self.preprocess)
+                for role in self.preprocess:
+                    Preprocess(bundle.manifest.model(role).preprocess)      # names and types of the parameters
+            except BundleError as err:
+                raise _problem(f"preprocess: {err}") from None
+        return self
+
 
 class SinksConfig(Strict):
     serial: SerialSinkConfig | None = None
@@ -196,11 +234,18 @@ class DaemonConfig(Strict):
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     pipelines: list[PipelineConfig] = Field(min_length=1)
     sinks: SinksConfig = Field(default_factory=SinksConfig)
+    group: str | None = None                          # for group rollouts (`edge ota push --group`)
+    ota: OtaConfig | None = None                      # present: updates over the air (docs/ota.md)
 
     @field_validator("device_id")
     @classmethod
     def _device(cls, value: str) -> str:
         return _segment(value, "device id")
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str | None) -> str | None:
+        return None if value is None else _segment(value, "group")
 
     @field_validator("bundles_dir")
     @classmethod
@@ -214,6 +259,14 @@ class DaemonConfig(Strict):
         if value.exists() and not value.is_dir():
             raise _problem(f"{value} exists and is not a folder")
         return value
+
+    @model_validator(mode="after")
+    def _ota_needs_bundles_dir(self) -> "DaemonConfig":
+        if self.ota is not None and self.bundles_dir is None:
+            raise _problem("'ota' needs 'bundles_dir' (the folder holding <name>/current of each bundle)")
+        if self.ota is not None:
+            self.ota.trusted_keys = [_resolve(p) for p in self.ota.trusted_keys]
+        return self
 
     @field_validator("pipelines")
     @classmethod
@@ -257,12 +310,27 @@ def _resolve_source_paths(config: Any) -> Any:
     return config.model_copy(update=updates) if updates else config
 
 
-def load_daemon_config(path: str | Path) -> DaemonConfig:
-    """Read and validate a daemon config file; a ConfigError names file, line and field."""
+def load_broker_config(path: str | Path) -> BrokerConfig:
+    """A `broker:` section in a file of its own (operator tools: `edge fleet --broker`); relative TLS paths
+    are from the file's folder, as in a daemon config."""
+    path = Path(path)
+    with _relative_to(path.resolve().parent):
+        return load_model(BrokerConfig, path)
+
+
+def load_daemon_config(path: str | Path, root: Path | None = None) -> DaemonConfig:
+    """Read and validate a daemon config file; a ConfigError names file, line and field.
+
+    `root`: the root filesystem the config will run in (a mounted SD-card image): its absolute paths
+    are checked under it, and the paths in the result are those host paths."""
     path = Path(path)
     data, node = read_yaml(path)
-    with _relative_to(path.resolve().parent):
-        return load_model(DaemonConfig, path, data=data, node=node)
+    token = _TARGET_ROOT.set(None if root is None or Path(root).resolve() == Path("/") else Path(root).resolve())
+    try:
+        with _relative_to(path.resolve().parent):
+            return load_model(DaemonConfig, path, data=data, node=node)
+    finally:
+        _TARGET_ROOT.reset(token)
 
 
 def default_state_dir(device_id: str) -> Path:

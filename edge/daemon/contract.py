@@ -23,6 +23,7 @@ REPLY_SCHEMA = "edge.reply/1"
 STATUS_SCHEMA = "edge.status/1"
 STATE_SCHEMA = "edge.state/1"
 SOURCE_SCHEMA = "edge.source/1"
+OTA_SCHEMA = "edge.ota/1"
 # Where each schema id is described, relative to the repository root (not shipped to devices).
 SCHEMA_FILES = {RESULT_SCHEMA: "docs/schemas/result.schema.json",
                 ERROR_SCHEMA: "docs/schemas/error.schema.json",
@@ -31,13 +32,14 @@ SCHEMA_FILES = {RESULT_SCHEMA: "docs/schemas/result.schema.json",
                 REPLY_SCHEMA: "docs/schemas/reply.schema.json",
                 STATUS_SCHEMA: "docs/schemas/status.schema.json",
                 STATE_SCHEMA: "docs/schemas/state.schema.json",
-                SOURCE_SCHEMA: "docs/schemas/source.schema.json"}
+                SOURCE_SCHEMA: "docs/schemas/source.schema.json",
+                OTA_SCHEMA: "docs/schemas/ota.schema.json"}
 
 STATUS_ONLINE = "online"
 STATUS_OFFLINE = "offline"
 # Device-level topic words: a pipeline with one of these names would put its topics inside them
 # (pipeline "cmd" -> edge/<device>/cmd/results, which is the command topic "results").
-RESERVED_PIPELINE_NAMES = frozenset({"cmd", "status", "metrics"})
+RESERVED_PIPELINE_NAMES = frozenset({"cmd", "status", "metrics", "ota"})
 COMMAND_LEVEL = "cmd"
 
 # A topic level must not hold MQTT's separators or wildcards; a conservative charset also keeps
@@ -118,6 +120,42 @@ def command_name(device: str, topic: str) -> str | None:
         return None
     name = topic[len(prefix):]
     return name if name and "/" not in name else None
+
+
+def ota_topic(device: str) -> str:
+    """The device's update state (`edge.ota/1`), retained; also says which group the device is in."""
+    return f"{TOPIC_ROOT}/{device}/ota"
+
+
+def ota_want_topic(device: str) -> str:
+    """The device asks for chunks of an offered package here (JSON: offer id and chunk indexes)."""
+    return f"{TOPIC_ROOT}/{device}/ota/want"
+
+
+def ota_chunk_topic(device: str, offer: str, index: int) -> str:
+    """One chunk of an offered package, sent by the operator: a 32-byte sha256 of the data, then the data."""
+    return f"{TOPIC_ROOT}/{device}/ota/chunk/{check_topic_segment(offer, 'offer')}/{int(index)}"
+
+
+def ota_chunk_filter(device: str) -> str:
+    return f"{TOPIC_ROOT}/{device}/ota/chunk/#"
+
+
+def ota_message(*, device: str, group: str | None, state: str, offer: dict[str, Any] | None,
+                bundles: dict[str, dict[str, str | None]], progress: dict[str, int] | None = None,
+                error: str | None = None, timings: dict[str, float] | None = None,
+                message_id: str | None = None, ts: str | None = None) -> dict[str, Any]:
+    """The retained update state of a device (`edge.ota/1`), built by `edge.ota.agent`."""
+    message: dict[str, Any] = {"schema": OTA_SCHEMA, "id": message_id or new_message_id(),
+                               "ts": ts or utc_timestamp(), "device": device, "group": group, "state": state,
+                               "offer": offer, "bundles": bundles}
+    if progress is not None:
+        message["progress"] = progress
+    if error is not None:
+        message["error"] = one_line(error)
+    if timings:
+        message["timings"] = timings
+    return message
 
 
 def utc_timestamp(when: datetime | None = None) -> str:

@@ -9,6 +9,10 @@ time, so a file replaced under the same name is new) and frames whose source giv
 `key` (a video file's frame number). Frames of live sources (cameras, streams) are not.
 Records older than `keep_days` are forgotten at start-up, bounding the table on a device that
 watches a folder for months; a file older than that still lying in the folder would be read again.
+
+It also keeps each pipeline's last `seq` (the input number in every message), written in the same
+transaction as the message that carries it, so numbering goes on after a restart instead of starting
+at 1 again (live sources included).
 """
 from __future__ import annotations
 
@@ -27,6 +31,10 @@ CREATE TABLE IF NOT EXISTS ledger (
     item     TEXT NOT NULL,
     at       REAL NOT NULL,      -- unix time of the record, for pruning
     PRIMARY KEY (pipeline, item)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seq (
+    pipeline TEXT PRIMARY KEY,
+    last     INTEGER NOT NULL    -- the seq of the pipeline's last spooled input
 ) WITHOUT ROWID
 """
 
@@ -35,7 +43,8 @@ class Ledger:
     def __init__(self, db: StateDb, keep_days: float = 90.0):
         self.db = db
         with db.transaction() as conn:
-            conn.execute(_SCHEMA)
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
             conn.execute("DELETE FROM ledger WHERE at < ?", (time.time() - keep_days * DAY_S,))
 
     def done(self, pipeline: str, item: str) -> bool:
@@ -45,12 +54,23 @@ class Ledger:
                                        (pipeline, item)).fetchone()
         return row is not None
 
-    def marker(self, pipeline: str, item: str) -> Callable[[sqlite3.Connection], None]:
-        """What records `item` as processed, to run inside the transaction that spools its message."""
+    def marker(self, pipeline: str, item: str | None,
+               seq: int | None = None) -> Callable[[sqlite3.Connection], None]:
+        """What records `item` as processed (None: an input that cannot come back) and `seq` as the
+        pipeline's last number, to run inside the transaction that spools the input's message."""
         def record(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT OR REPLACE INTO ledger (pipeline, item, at) VALUES (?, ?, ?)",
-                         (pipeline, item, time.time()))
+            if item is not None:
+                conn.execute("INSERT OR REPLACE INTO ledger (pipeline, item, at) VALUES (?, ?, ?)",
+                             (pipeline, item, time.time()))
+            if seq is not None:
+                conn.execute("INSERT OR REPLACE INTO seq (pipeline, last) VALUES (?, ?)", (pipeline, seq))
         return record
+
+    def last_seq(self, pipeline: str) -> int:
+        """The seq of the pipeline's last spooled input before this start; 0 for a new pipeline."""
+        with self.db.lock:
+            row = self.db.conn.execute("SELECT last FROM seq WHERE pipeline = ?", (pipeline,)).fetchone()
+        return int(row[0]) if row else 0
 
     def count(self, pipeline: str) -> int:
         with self.db.lock:

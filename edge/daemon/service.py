@@ -21,6 +21,7 @@ from typing import Any
 from runtimes import __version__
 from runtimes.errors import EdgeError
 
+from ..ota import agent as ota
 from . import contract, ha_discovery, watchdog
 from .commands import CommandError, CommandRouter
 from .config import DaemonConfig
@@ -49,6 +50,9 @@ class Daemon:
         self.ledger: Ledger | None = None
         self.sinks: list[SerialSink] = []
         self.workers: dict[str, PipelineWorker] = {}
+        self.ota: ota.OtaAgent | None = None
+        if config.ota is not None:
+            ota.recover(config)         # an update a power cut interrupted: undone before any bundle opens
         try:
             self._open(outbox)
         except BaseException:
@@ -58,6 +62,9 @@ class Daemon:
                                      "set_threshold": self._set_threshold, "snapshot": self._snapshot,
                                      "reload": self._reload}, config.bundles_dir)
         self.publisher.subscribe(contract.command_filter(self.device), self._command)
+        if config.ota is not None:
+            self.ota = ota.OtaAgent(config, self.publisher, self.workers, on_reload=self._announce)
+            self.router.handlers["ota"] = self.ota.offer
         self.started, self._t0 = contract.utc_timestamp(), time.monotonic()
         self.retained = RetainedPresent(self.publisher, self.device, self.workers, config.ha_discovery,
                                         config.state_dir if self.db is not None else None)
@@ -113,6 +120,8 @@ class Daemon:
         next_metrics = time.monotonic() + interval
         while not stop.is_set():
             self.publisher.pump(timeout=0.05)
+            if self.ota is not None:
+                self.ota.tick()
             self.retained.publish_changes()
             if self._source_connections() != self._connections:    # a camera lost or back: status/info says so
                 self._announce_description()
@@ -144,7 +153,9 @@ class Daemon:
         if isinstance(self.outbox, Spool):
             extra["spool_capacity"] = self.outbox.max_messages
         message = contract.metrics_message(device=self.device, snapshot=self.metrics.snapshot(extra))
-        self.publisher.send_now(contract.metrics_topic(self.device), contract.encode_message(message), qos=0)
+        # Retained: a fleet view (`edge fleet ls`) that subscribes later still sees the last fps and spool depth.
+        self.publisher.send_now(contract.metrics_topic(self.device), contract.encode_message(message), qos=0,
+                                retain=True)
 
     def shutdown(self, abort: threading.Event) -> int:
         """Stop the pipelines, wait (bounded) for acks, say offline; 0, or 1 if a pipeline had died."""

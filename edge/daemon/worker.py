@@ -28,6 +28,7 @@ from ..device.context import describe_choice, device_context
 from . import contract
 from .config import PipelineConfig
 from .ha_image import FrameImages
+from .inflight import InFlight, Outcome
 from .ledger import Ledger
 from .metrics import MetricsCollector
 from .mqtt import MqttPublisher
@@ -58,17 +59,20 @@ class PipelineWorker:
         self.images = FrameImages(self.bundle.manifest.task, ha.image_interval, ha.image_width) \
             if ha_images and ha.image_interval > 0 else None
         self.paused = False
-        self.seq = 0                     # inputs taken by this process, results and errors alike
+        # inputs taken, results and errors alike; carried on across restarts by the ledger
+        self.seq = ledger.last_seq(self.name) if ledger is not None else 0
         self.counts = {"results": 0, "errors": 0, "skipped": 0}
         self.failure: str | None = None  # set if the worker's loop died
         self._last_image: np.ndarray | None = None
         self._swap = threading.Lock()    # (bundle, task) change together on a reload
         self._thread = threading.Thread(target=self._run, name=f"pipeline-{self.name}", daemon=True)
+        self._in_flight = InFlight(config.in_flight, f"pipeline-{self.name}")
         self._results_topic = contract.results_topic(device, self.name)
         self._errors_topic = contract.errors_topic(device, self.name)
         self._events_topic = contract.events_topic(device, self.name)
-        log.info("pipeline '%s' (%s: %s) ready, reading %s", self.name, self.bundle.manifest.task,
-                 ", ".join(self.task.models), self.source.kind)
+        log.info("pipeline '%s' (%s: %s) ready, reading %s%s", self.name, self.bundle.manifest.task,
+                 ", ".join(self.task.models), self.source.kind,
+                 f", {self.in_flight} frames in flight" if self.in_flight > 1 else "")
 
     # --- the worker's thread ----------------------------------------------------------------------
     def start(self) -> None:
@@ -85,6 +89,7 @@ class PipelineWorker:
     def _run(self) -> None:
         try:
             self._loop()
+            self._in_flight.close()     # frames taken are finished: their inputs are not read again
         except Exception as err:        # a dead pipeline must not look alive: the daemon exits non-zero
             log.exception("pipeline '%s' stopped on an unexpected failure", self.name)
             self.failure = f"{type(err).__name__}: {err}"
@@ -100,6 +105,7 @@ class PipelineWorker:
             # Frames a live source replaces while the pipeline chooses not to take any are skipped, not dropped.
             self.source.hold(self.paused or bool(min_gap and time.monotonic() < next_take))
             if self.paused:
+                self._in_flight.drain()
                 self.stop.wait(wait)
                 continue
             # Files can wait where they are; a full spool would otherwise push out older results.
@@ -116,6 +122,7 @@ class PipelineWorker:
                 continue
             frame = self.source.next_frame()
             if frame is None:
+                self._in_flight.drain()
                 if self.source.finished and not said_finished:
                     log.info("pipeline '%s': source finished (%d result(s), %d error(s))", self.name,
                              self.counts["results"], self.counts["errors"])
@@ -142,6 +149,13 @@ class PipelineWorker:
     def finished(self) -> bool:
         return self.source.finished
 
+    @property
+    def in_flight(self) -> int:
+        """Frames this pipeline runs at once: the config's `in_flight` where every backend of the task takes
+        concurrent calls (not Paddle Lite's worker process), else 1."""
+        with self._swap:
+            return self.config.in_flight if self.task.concurrent else 1
+
     def process(self, frame: Frame) -> None:
         key = frame.key if self.ledger is not None else None
         if key is not None and self.ledger.done(self.name, key):
@@ -151,30 +165,42 @@ class PipelineWorker:
             log.debug("skipped %s: processed before", frame.source)
             return
         self.seq += 1
+        seq = self.seq
+        self._in_flight.submit(lambda: self._infer(frame), lambda outcome: self._finish(frame, key, seq, outcome),
+                               self.in_flight)
+
+    def _infer(self, frame: Frame) -> tuple[np.ndarray, Task, Any]:
+        """Decode and run one frame (on a thread of the in-flight pool when several frames are in flight)."""
+        image = frame.load()
+        with self._swap:
+            task = self.task             # a reload swaps it between frames, never inside one
+        return image, task, task(image)
+
+    def _finish(self, frame: Frame, key: Any, seq: int, outcome: Outcome) -> None:
+        """Publish one frame's result or error, in the order frames were taken, on the pipeline's thread."""
         result, error = None, None
         try:
-            image = frame.load()
-            with self._swap:
-                task = self.task             # a reload swaps it between frames, never inside one
-            output = task(image)
+            if outcome.error is not None:
+                raise outcome.error
+            image, task, output = outcome.value
             self._last_image = image
-            messages, result = self._result_messages(frame, image, task, output)
+            messages, result = self._result_messages(frame, image, task, output, seq)
         except EdgeError as err:
             error = str(err)
         except Exception as err:        # a bug on one input must not take the device down
-            log.exception("seq=%d %s: unexpected failure", self.seq, frame.source)
+            log.exception("seq=%d %s: unexpected failure", seq, frame.source)
             error = f"internal error: {type(err).__name__}: {err}"
         if error is not None:
             message = contract.error_message(device=self.device, pipeline=self.name, source=frame.source,
-                                             error=error, seq=self.seq)
+                                             error=error, seq=seq)
             messages = [(self._errors_topic, contract.encode_message(message), self.config.qos, "error")]
-        also = self.ledger.marker(self.name, key) if key is not None else None
+        also = self.ledger.marker(self.name, key, seq=seq) if self.ledger is not None else None
         self.publisher.publish_all(messages, also=also)
         if result is None:
             self.state.record_error(message)
             self.counts["errors"] += 1
             self.metrics.count("errors", pipeline=self.name)
-            log.warning("error seq=%d %s%s", self.seq, message["error"], self._delivery_note())
+            log.warning("error seq=%d %s%s", seq, message["error"], self._delivery_note())
             return
         self.state.record_result(result, self.rules.states())
         if self.images is not None:
@@ -183,23 +209,23 @@ class PipelineWorker:
         self.metrics.record(result["latency_ms"], pipeline=self.name)
         for sink in self.sinks:
             sink(result)
-        log.info("result seq=%d %s: %d item(s) in %.0f ms%s", self.seq, frame.source, len(result["results"]),
+        log.info("result seq=%d %s: %d item(s) in %.0f ms%s", seq, frame.source, len(result["results"]),
                  sum(result["latency_ms"].values()), self._delivery_note())
 
-    def _result_messages(self, frame: Frame, image: np.ndarray, task: Task,
-                         output: Any) -> tuple[list[tuple[str, bytes, int, str]], dict[str, Any]]:
+    def _result_messages(self, frame: Frame, image: np.ndarray, task: Task, output: Any,
+                         seq: int) -> tuple[list[tuple[str, bytes, int, str]], dict[str, Any]]:
         threshold = self.threshold
         results = output.results if threshold is None else [
             item for item in output.results if not isinstance(item.get("score"), (int, float))
             or item["score"] >= threshold]
         result = contract.result_message(device=self.device, pipeline=self.name, models=task.models,
-                                         source=frame.source, seq=self.seq, latency_ms=output.timings.as_dict(),
+                                         source=frame.source, seq=seq, latency_ms=output.timings.as_dict(),
                                          results=results)
         qos = self.config.qos
         messages = [(self._results_topic, contract.encode_message(result), qos, "result")]
         height, width = image.shape[:2]
         for event in self.rules.update(results, result["ts"], image_size=(width, height)):
-            body = contract.event_message(device=self.device, pipeline=self.name, event=event, seq=self.seq,
+            body = contract.event_message(device=self.device, pipeline=self.name, event=event, seq=seq,
                                           source=frame.source)
             messages.append((self._events_topic, contract.encode_message(body), qos, "event"))
             log.info("event %s: rule '%s' %s", self.name, event["rule"], event["change"])

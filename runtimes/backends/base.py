@@ -15,6 +15,9 @@ class Backend(ABC):
     """Runs one model artifact. Subclasses register themselves by artifact format."""
 
     format: str = ""
+    # run() may be called from several threads at once (the daemon's frames in flight): onnxruntime's
+    # session.run is; a backend that talks to one worker process is not.
+    concurrent: bool = False
 
     def __init__(self, path: Path, runtime: RuntimeOptions, context: RunContext | None = None,
                  artifact: Artifact | None = None):

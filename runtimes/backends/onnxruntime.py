@@ -143,6 +143,7 @@ def engine_ready_message(name: str, session_s: float, first_run_s: float) -> str
 
 class OnnxRuntimeBackend(Backend):
     format = "onnx"
+    concurrent = True       # InferenceSession.run is thread-safe
 
     def __init__(self, path: Path, runtime: RuntimeOptions, context: RunContext | None = None,
                  artifact: Artifact | None = None):

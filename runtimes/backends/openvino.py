@@ -112,6 +112,7 @@ def port_name(port: Any, index: int, kind: str) -> str:
 
 class OpenVinoBackend(Backend):
     format = "openvino"
+    concurrent = True       # each calling thread borrows an infer request of its own (see run)
 
     def __init__(self, path: Path, runtime: RuntimeOptions, context: RunContext | None = None,
                  artifact: Artifact | None = None):
@@ -122,7 +123,7 @@ class OpenVinoBackend(Backend):
         config = compile_config(runtime, hint, path.name)
         try:
             self.compiled = core().compile_model(model, DEVICE, config)
-            self.request = self.compiled.create_infer_request()
+            self._idle = [self.compiled.create_infer_request()]
         except Exception as err:
             raise BackendError(f"OpenVINO cannot compile {path.name} for {DEVICE}: {first_line(err)}") from None
         self.precision = self.compiled.get_property(PRECISION_KEY).get_type_name()   # "bf16", "f32"
@@ -132,7 +133,8 @@ class OpenVinoBackend(Backend):
         self._inputs = [port_name(p, i, "input") for i, p in enumerate(self.compiled.inputs)]
         self._outputs = [port_name(p, i, "output") for i, p in enumerate(self.compiled.outputs)]
         self._dtypes = [p.get_element_type().to_dtype() for p in self.compiled.inputs]
-        # One request serves every call; a lock keeps two threads from writing its buffers at once.
+        # Requests not in use. A request's buffers belong to one call at a time, so a thread borrows one (a
+        # new one when all are busy: as many exist as frames were ever in flight at once) and gives it back.
         self._lock = threading.Lock()
         log.info("%s: runs on OpenVINO %s %s in %s (%s)", path.name, ov.get_version().split("-")[0], DEVICE,
                  self.precision, ", ".join(f"{k}={v}" for k, v in config.items()) or "OpenVINO's defaults")
@@ -143,11 +145,15 @@ class OpenVinoBackend(Backend):
         arrays = {i: np.ascontiguousarray(feeds[name], dtype=dtype)
                   for i, (name, dtype) in enumerate(zip(self._inputs, self._dtypes))}
         with self._lock:
-            try:
-                # share_inputs: read the arrays in place (they outlive this synchronous call); outputs are
-                # copied out (share_outputs False), since the request's buffers are overwritten next call.
-                result = self.request.infer(arrays, share_inputs=True)
-            except Exception as err:
-                shapes = ", ".join(f"{n} {tuple(feeds[n].shape)}" for n in self._inputs)
-                raise BackendError(f"OpenVINO failed on {self.path.name} ({shapes}): {first_line(err)}") from None
+            request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
+        try:
+            # share_inputs: read the arrays in place (they outlive this synchronous call); outputs are
+            # copied out (share_outputs False), since the request's buffers are overwritten next call.
+            result = request.infer(arrays, share_inputs=True)
             return [result[port] for port in self.compiled.outputs]
+        except Exception as err:
+            shapes = ", ".join(f"{n} {tuple(feeds[n].shape)}" for n in self._inputs)
+            raise BackendError(f"OpenVINO failed on {self.path.name} ({shapes}): {first_line(err)}") from None
+        finally:
+            with self._lock:
+                self._idle.append(request)

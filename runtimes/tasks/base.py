@@ -80,6 +80,12 @@ class Task(ABC):
     def models(self) -> list[str]:
         return [m.name for m in self.bundle.manifest.models]
 
+    @property
+    def concurrent(self) -> bool:
+        """Whether several frames may run through this task at once (the daemon's `in_flight`): every backend
+        it opened takes calls from several threads. Tasks keep no state between frames."""
+        return all(runner.backend.concurrent for runner in self.runners().values())
+
     def runners(self) -> dict[str, ModelRunner]:
         """The models this task opened, by role, in the manifest's order (an optional model it did not
         open, e.g. OCR's angle classifier, is absent): what status and metrics report per model."""

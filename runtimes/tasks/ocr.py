@@ -18,6 +18,7 @@ from .ocr_db import DbParams, add_margin, db_boxes, remove_margin
 from .ocr_text import crop_text, ctc_decode, line_batches, load_charset, reading_order, rec_batch, rotate_upside_down
 
 UPSIDE_DOWN_LABEL = "180"
+NOT_ENLARGED = {"resize_limit": {"min_side_len": 0}}     # det pre-processing without the small-input policy
 
 
 class _Strict(BaseModel):
@@ -150,7 +151,9 @@ class OcrTask(Task):
         watch = watch or Stopwatch(Timings())
         with watch("pre"):
             framed, margin = add_margin(image)
-            tensor, frame = self.det.preprocess(framed)
+            # A tight crop's text fills it: not small print, so the small-input enlargement would only make its
+            # letters too big for the detector (a 78 px word crop split in two).
+            tensor, frame = self.det.preprocess(framed, **(NOT_ENLARGED if margin else {}))
             remove_margin(frame, margin, image.shape[:2])
         with watch("infer"):
             prob = self.det.infer(tensor)[0]

@@ -5,15 +5,19 @@ back to the original picture. Ops are plain functions in one registry table; a m
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, get_type_hints
 
 import cv2
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
 
 from ..errors import BundleError
 
+# Long-side cap of an enlarged picture under a short-side (min) limit with no max_side_limit (PaddleX's default).
+MIN_LIMIT_SIDE_CAP = 4000
 INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
                  "area": cv2.INTER_AREA, "lanczos": cv2.INTER_LANCZOS4}
 
@@ -50,13 +54,26 @@ def resize(frame: Frame, width: int, height: int, interp: str = "linear", keep_r
 
 
 def resize_limit(frame: Frame, limit_side_len: int = 960, limit_type: str = "max", multiple: int = 32,
-                 interp: str = "linear") -> Frame:
-    """PaddleOCR's DetResizeForTest: bound the long (max) or short (min) side, round to a multiple."""
+                 interp: str = "linear", min_side_len: int = 0, small_side_len: int | None = None,
+                 max_side_limit: int | None = None) -> Frame:
+    """PaddleOCR's DetResizeForTest: bound the long (max) or short (min) side, round to a multiple.
+
+    Small-input policy (off at min_side_len 0): a small picture, whose short side is still under
+    `small_side_len` (default: min_side_len), is enlarged until its short side is `min_side_len` or its long
+    side `max_side_limit` (default: limit_side_len under a max limit, so no picture costs more than the
+    largest the export allows; MIN_LIMIT_SIDE_CAP under a min limit), so a small photo of small print gives
+    the detector text big enough to see. Bigger pictures stay as they were: enlarging them makes their big
+    lettering too big for the detector (a shop sign's name, PP-OCRv4 mobile det).
+    """
     h, w = frame.image.shape[:2]
     side = max(h, w) if limit_type == "max" else min(h, w)
     ratio = 1.0
     if (limit_type == "max" and side > limit_side_len) or (limit_type == "min" and side < limit_side_len):
         ratio = limit_side_len / side
+    if min_side_len and min(h, w) * ratio < (small_side_len or min_side_len):
+        cap = max_side_limit or (limit_side_len if limit_type == "max" else MIN_LIMIT_SIDE_CAP)
+        grow = min(min_side_len / (min(h, w) * ratio), cap / (max(h, w) * ratio))
+        ratio *= max(grow, 1.0)
     new_h = max(multiple, int(round(h * ratio / multiple)) * multiple)
     new_w = max(multiple, int(round(w * ratio / multiple)) * multiple)
     return _resize_to(frame, new_w, new_h, interp)
@@ -153,6 +170,27 @@ OPS: dict[str, Callable[..., Frame]] = {
 }
 
 
+def checked_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Op `name`'s parameters checked against its signature and type hints (a manifest or a device config
+    may say anything): an unknown or missing name, or a value of the wrong type, is a one-line BundleError
+    when the pipeline loads instead of a TypeError in the middle of a frame."""
+    op = OPS[name]
+    signature = {key: p for key, p in inspect.signature(op).parameters.items() if key != "frame"}
+    hints = get_type_hints(op)
+    checked = {}
+    for key, value in params.items():
+        if key not in signature:
+            raise BundleError(f"pre-processing op '{name}' has no parameter '{key}' (known: {', '.join(signature)})")
+        try:
+            checked[key] = TypeAdapter(hints[key]).validate_python(value)
+        except ValidationError as err:
+            raise BundleError(f"pre-processing op '{name}': {key} = {value!r}: {err.errors()[0]['msg']}") from None
+    missing = [key for key, p in signature.items() if p.default is inspect.Parameter.empty and key not in checked]
+    if missing:
+        raise BundleError(f"pre-processing op '{name}' needs {', '.join(missing)}")
+    return checked
+
+
 class Preprocess:
     """An ordered chain of ops built from a manifest's `preprocess` list."""
 
@@ -161,15 +199,23 @@ class Preprocess:
         for spec in ops:
             params = dict(spec)
             name = params.pop("op", None)
-            if name not in OPS:
+            if not isinstance(name, str) or name not in OPS:      # a manifest may hold a list there
                 raise BundleError(f"unknown pre-processing op '{name}' (known: {', '.join(OPS)})")
             params.update((overrides or {}).get(name, {}))
-            self.steps.append((OPS[name], params))
+            self.steps.append((OPS[name], checked_params(name, params)))
 
     def frame(self, image: np.ndarray, **overrides: dict[str, Any]) -> Frame:
         frame = Frame(image=image, src_hw=image.shape[:2])
         for op, params in self.steps:
-            frame = op(frame, **{**params, **overrides.get(op.__name__, {})})
+            used = {**params, **overrides.get(op.__name__, {})}
+            try:
+                frame = op(frame, **used)
+            except (cv2.error, ValueError, ArithmeticError, MemoryError) as err:
+                # values of the right type that no picture can be processed with (a manifest may say anything:
+                # a size of 0 or 10^9, three means for one channel); one line, not a traceback
+                detail = " ".join(str(err).split())[:200]
+                raise BundleError(f"pre-processing op '{op.__name__}' {used} cannot process a "
+                                  f"{frame.image.shape[1]}x{frame.image.shape[0]} picture: {detail}") from None
         return frame
 
     def __call__(self, image: np.ndarray, **overrides: dict[str, Any]) -> tuple[np.ndarray, Frame]:

@@ -6,6 +6,7 @@ what ran here and that the `.nb` itself did not. An ONNX source is refused.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -121,3 +122,33 @@ def test_onnx_source_and_x86_profile_are_refused(tmp_path):
     assert x86.artifact is None and "ARM profiles" in x86.reason
     with pytest.raises(ConversionError, match="legacy Paddle programs"):
         PaddlePtqPass().run(ModelFile(FP32_ONNX, "onnx"), _ctx(tmp_path, onnx_source))
+
+
+def _program(path: Path) -> tuple[list, list]:
+    from paddle.base.proto import framework_pb2
+
+    desc = framework_pb2.ProgramDesc()
+    desc.ParseFromString(path.read_bytes())
+    ops = sorted((op.type, str(op.inputs), str(op.outputs), sorted(a.SerializeToString() for a in op.attrs))
+                 for op in desc.blocks[0].ops)
+    return ops, sorted(v.SerializeToString() for v in desc.blocks[0].vars)
+
+
+def test_quantized_program_is_the_same_without_paddles_node_scans(quantized, monkeypatch):
+    """The worker links graph nodes without Paddle's whole-graph membership scans (the PTQ's main cost):
+    the program written must hold the same operators and variables, and the same weights, as with
+    Paddle's own links (their order among independent operators varies between Paddle's own runs)."""
+    work, source = quantized.path.parents[1], load_source(LCNET)
+    outs = {}
+    for tag, own_links in (("shortcut", None), ("paddle", "1")):
+        if own_links:
+            monkeypatch.setenv("EDGE_PTQ_PADDLE_LINKS", own_links)
+        jobs = work / f"links_{tag}.json"
+        jobs.write_text(json.dumps({"model": str(source.model_file), "params": str(source.params_file),
+                                    "feeds": str(work / "calibration.npz"),
+                                    "jobs": [{"algo": "avg", "out": str(work / f"links_{tag}"), "skip": [],
+                                              "probe": 0}]}), encoding="utf-8")
+        call_paddle_worker("quantize", "links", module=WORKER, jobs=str(jobs))
+        outs[tag] = work / f"links_{tag}"
+    assert _program(outs["shortcut"] / "model.pdmodel") == _program(outs["paddle"] / "model.pdmodel")
+    assert (outs["shortcut"] / "model.pdiparams").read_bytes() == (outs["paddle"] / "model.pdiparams").read_bytes()

@@ -82,7 +82,7 @@ def test_command_names_must_be_one_plain_topic_level(name):
 def test_every_schema_file_is_a_valid_2020_12_schema_named_after_its_id():
     assert set(contract.SCHEMA_FILES) == {contract.RESULT_SCHEMA, contract.ERROR_SCHEMA, contract.EVENT_SCHEMA,
                                           contract.METRICS_SCHEMA, contract.REPLY_SCHEMA, contract.STATUS_SCHEMA,
-                                          contract.STATE_SCHEMA, contract.SOURCE_SCHEMA}
+                                          contract.STATE_SCHEMA, contract.SOURCE_SCHEMA, contract.OTA_SCHEMA}
     for schema_id, path in contract.SCHEMA_FILES.items():
         schema = json.loads((REPO_ROOT / path).read_text(encoding="utf-8"))
         jsonschema.Draft202012Validator.check_schema(schema)

@@ -32,9 +32,17 @@ def bundle(shared_dir, tmp_path_factory) -> Path:
                         tmp_path_factory.mktemp("bundles") / "portrait")
 
 
+TARGET_BUNDLE = "/opt/edge/bundles/portrait"      # where the bundle lies on the target system
+
+
 def write_config(folder: Path, bundle_dir: Path, **changes: str) -> Path:
+    """A config naming the bundle by its path on the target, FOLDER/root, where it is linked."""
     (folder / "in").mkdir(parents=True, exist_ok=True)
-    values = {"device_id": "cam-01", "state_dir": "/var/lib/edge/cam-01", "bundle": str(bundle_dir),
+    on_target = folder / "root" / TARGET_BUNDLE.lstrip("/")
+    if not on_target.exists():
+        on_target.parent.mkdir(parents=True)
+        on_target.symlink_to(bundle_dir)
+    values = {"device_id": "cam-01", "state_dir": "/var/lib/edge/cam-01", "bundle": TARGET_BUNDLE,
               "source": str(folder / "in"), **changes}
     path = folder / "config.yaml"
     path.write_text(f"""\
@@ -68,7 +76,7 @@ def options() -> UnitOptions:
 # ---- install -----------------------------------------------------------------------------------
 def test_install_writes_unit_user_config_and_enable_link(tmp_path, bundle):
     root = tmp_path / "root"
-    root.mkdir()
+    root.mkdir(exist_ok=True)
     config = write_config(tmp_path, bundle)
     report = install(config, root, options=options())
     assert [what for what, _ in report.actions] == ["wrote", "wrote", "wrote", "linked"]
@@ -97,7 +105,7 @@ def test_install_writes_unit_user_config_and_enable_link(tmp_path, bundle):
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
 def test_systemd_accepts_the_unit(tmp_path, bundle):
     root = tmp_path / "root"
-    root.mkdir()
+    root.mkdir(exist_ok=True)
     install(write_config(tmp_path, bundle), root, options=options())
     verify = subprocess.run(["systemd-analyze", "verify", str(root / UNIT_PATH)], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stderr
@@ -106,7 +114,7 @@ def test_systemd_accepts_the_unit(tmp_path, bundle):
 
 def test_installing_twice_changes_nothing_and_a_different_unit_needs_force(tmp_path, bundle):
     root = tmp_path / "root"
-    root.mkdir()
+    root.mkdir(exist_ok=True)
     config = write_config(tmp_path, bundle)
     install(config, root, options=options())
     again = install(config, root, options=options())
@@ -128,19 +136,19 @@ def test_installing_twice_changes_nothing_and_a_different_unit_needs_force(tmp_p
 
 def test_an_invalid_config_is_refused_with_its_line_and_nothing_is_written(tmp_path, bundle):
     root = tmp_path / "root"
-    root.mkdir()
+    root.mkdir(exist_ok=True)
     config = write_config(tmp_path, bundle)
     config.write_text(config.read_text().replace("label: person", "label: person\n        colour: red"))
     with pytest.raises(ConfigError) as err:
         install(config, root, options=options())
     # the user's file (not the copy staged to check it), a line, and the field
     assert re.match(rf"{re.escape(str(config))}:\d+: pipelines\.0\.rules\.0\..*colour", str(err.value)), err.value
-    assert list(root.iterdir()) == []
+    assert [p.name for p in root.iterdir()] == ["opt"]      # only the bundle this test put there
 
 
 def test_a_state_dir_outside_the_service_state_folder_is_refused(tmp_path, bundle):
     root = tmp_path / "root"
-    root.mkdir()
+    root.mkdir(exist_ok=True)
     with pytest.raises(ConfigError, match="state_dir: .*outside /var/lib/edge"):
         install(write_config(tmp_path, bundle, state_dir=str(tmp_path / "state")), root, options=options())
 
@@ -150,7 +158,7 @@ def test_a_relative_bundle_path_is_checked_from_where_the_service_reads_the_conf
     shutil.copytree(bundle, tmp_path / "portrait")
     config = write_config(tmp_path, bundle, bundle="portrait")
     root = tmp_path / "root"
-    root.mkdir()
+    root.mkdir(exist_ok=True)
     with pytest.raises(ConfigError, match="bundle"):
         install(config, root, options=options())
 
@@ -163,7 +171,7 @@ def test_the_python_path_must_be_absolute_and_plain(python):
 
 def test_the_command_line(tmp_path, bundle):
     root = tmp_path / "root"
-    root.mkdir()
+    root.mkdir(exist_ok=True)
     config = write_config(tmp_path, bundle)
     argv = [sys.executable, "-m", "edge", "service", "install", "--config", str(config), "--root", str(root),
             "--python", sys.executable]
@@ -243,3 +251,14 @@ def test_watchdog_interval_is_for_this_process_only(monkeypatch, usec, pid, expe
     else:
         monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()) if pid == "self" else pid)
     assert watchdog.watchdog_interval() == expected
+
+
+def test_absolute_paths_are_checked_in_the_root_not_on_this_host(tmp_path, bundle):
+    """The config names the bundle as the target sees it; the host has nothing at that path."""
+    assert not Path(TARGET_BUNDLE).exists()
+    root = tmp_path / "root"
+    install(write_config(tmp_path, bundle), root, options=options())
+    assert f"bundle: {TARGET_BUNDLE}" in (root / CONFIG_PATH).read_text()
+    # and a host path that the root lacks is refused, naming where it looked
+    with pytest.raises(ConfigError, match=f"bundle folder {root}{bundle} does not exist"):
+        install(write_config(tmp_path, bundle, bundle=str(bundle)), root, force=True, options=options())

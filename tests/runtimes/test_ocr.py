@@ -6,6 +6,7 @@ The bundle comes from the `ocr_bundle_dir` fixture (tests/conftest.py: EDGE_OCR_
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from converters.metrics import edit_distance
 from runtimes.bundle import Bundle
 from runtimes.errors import BundleError
-from runtimes.tasks import load_task
+from runtimes.tasks import load_task, ocr_text
 from runtimes.tasks.ocr import OcrTask
 from runtimes.tasks.ocr_db import db_boxes
 from runtimes.tasks.ocr_text import PAD_SPREAD, crop_text, ctc_decode, line_batches, load_charset, rec_batch, sort_boxes
@@ -134,8 +135,16 @@ def _rapidocr_like_bundle(task: OcrTask):
 
 
 @pytest.fixture(scope="module")
-def rapidocr_same_settings(ocr_task: OcrTask):
-    return _rapidocr_like_bundle(ocr_task)
+def ocr_task_export_resize(ocr_bundle_dir: Path) -> OcrTask:
+    """The bundle at the export's own det resize: the small-input enlargement (a setting RapidOCR has no
+    counterpart for) turned off, as the daemon config's `preprocess` can."""
+    bundle = Bundle.open(ocr_bundle_dir).with_preprocess({"det": {"resize_limit": {"min_side_len": 0}}})
+    return load_task(bundle)
+
+
+@pytest.fixture(scope="module")
+def rapidocr_same_settings(ocr_task_export_resize: OcrTask):
+    return _rapidocr_like_bundle(ocr_task_export_resize)
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +153,13 @@ def rapidocr_defaults():
 
 
 @pytest.mark.parametrize("name", MULTI_LINE)
-def test_matches_rapidocr_with_the_same_settings(ocr_task: OcrTask, rapidocr_same_settings, images: Path,
-                                                 name: str) -> None:
+def test_matches_rapidocr_with_the_same_settings(ocr_task_export_resize: OcrTask, rapidocr_same_settings,
+                                                 images: Path, name: str, monkeypatch) -> None:
+    # RapidOCR batches every 6 lines whatever their widths; ours keeps short words apart from long lines
+    # (ocr_text.line_batches), which reads weak glyphs differently (img623's logo: '训' 0.65 in the padded
+    # batch, '川' 0.30 alone, dropped). Batched as RapidOCR does, the readings are the same to 4 decimals.
+    monkeypatch.setattr(ocr_text, "PAD_SPREAD", math.inf)
+    ocr_task = ocr_task_export_resize
     image = read(images, name)
     ours = "".join(texts(ocr_task, image))
     theirs = "".join(line[1] for line in rapidocr_same_settings(image)[0] or [])
