@@ -191,6 +191,7 @@ class OtaAgent:
                 raise EdgeError(f"package is {m.name} {m.version}, the offer said {offer['name']} {offer['version']}")
             slots = Slots(self.config.bundles_dir, offer["name"])
             slots.clear_standby()
+            crash_point("verifying")         # verified, the old standby gone, the new slot not unpacked yet
             slots.install(pkg, m, self.settings.trusted_keys)
         except EdgeError as err:
             self._install_error = str(err)

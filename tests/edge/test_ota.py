@@ -178,6 +178,7 @@ def test_ota_config_needs_a_bundles_dir_and_a_group_is_one_topic_level(tmp_path,
 
 # step the daemon is killed at (EDGE_OTA_CRASH_AT) -> the package offered -> how the update ends after restart
 CRASHES = {"downloading": ("v2", "done"),          # resumes the chunks it has, then installs
+           "verifying": ("v2", "done"),            # verified, not yet unpacked: verified and unpacked again
            "installed": ("v2", "done"),            # the unpacked standby slot is kept: switches after restart
            "switching": ("v2", "rolled_back"),     # journal says switching: an unconfirmed switch is undone
            "switched": ("v2", "rolled_back"),      # `current` renamed, pipelines not yet restarted
@@ -198,6 +199,8 @@ def test_kill_9_at_each_step_leaves_a_working_slot(step, device, packages, mqtt_
                                                                  chunk_size=64 * 1024)[0]))
     pusher.start()
     assert first.process.wait(timeout=60) == -9, first.log[-3000:]
+    if step == "verifying":         # killed after the signature check, before the new slot was unpacked
+        assert not (cam.bundles / packages.name / "2").exists() and os.readlink(cam.slots.link) == "1"
     again = cam.start(edge_daemon)
     pusher.join(timeout=120)
     assert outcome[cam.id].outcome == expected, again.log[-3000:]
