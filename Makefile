@@ -38,6 +38,15 @@ bench: install
 	$(PYTHON) bench/device_choice.py
 	$(PYTHON) bench/rtsp_stream.py
 	$(PYTHON) bench/ha_latency.py
+	$(PYTHON) bench/x86_backends.py
+	$(PYTHON) bench/x86_daemon.py
+	$(PYTHON) bench/ocr_small_print.py
+	$(PYTHON) bench/fuzz.py
+	$(PYTHON) bench/network_cut.py
+	$(PYTHON) bench/soak.py --minutes 60
+	$(PYTHON) bench/ota.py
+	$(PYTHON) bench/fleet_scale.py
+	$(PYTHON) bench/fleet_ota.py
 
 clean:
 	rm -rf .cache bundles demo-out build *.egg-info
