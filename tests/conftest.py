@@ -368,3 +368,11 @@ def make_pki(folder: Path) -> Pki:
 def broker_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     pytest.importorskip("cryptography", reason="the TLS tests make their certificates with 'cryptography'")
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """`edge ARGV` in this process (edge.cli.main): its exit code, stdout and stderr."""
+    from edge import cli
+    code = cli.main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err

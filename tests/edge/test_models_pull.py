@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-import edge.cli as cli
-from edge.commands import COMMANDS, models
 from edge.zoo import BASE_URL_ENV, DownloadError, ZooError, download, load, pull, resolve_sources
 from edge.zoo.catalog import url_file_name
+
+from ..conftest import run_cli
 
 SKIP_IN_ARCHIVE = ("model.onnx", "ppocr_keys_v1.txt")   # the trained ONNX original; the rec dict is served apart
 
@@ -114,16 +114,6 @@ def zoo(shared_dir, tmp_path, monkeypatch):
     yield server
     server.stop()
 
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    commands = COMMANDS + tuple(m for m in (models,) if m not in COMMANDS)
-    saved, cli.COMMANDS = cli.COMMANDS, commands          # registered here until edge/commands lists it
-    try:
-        code = cli.main(argv)
-    finally:
-        cli.COMMANDS = saved
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_every_zoo_model_pulls_into_an_export_the_converter_reads(zoo, shared_dir, capsys):

@@ -13,15 +13,13 @@ from pathlib import Path
 
 import pytest
 
-import edge.cli as cli
-from edge.commands import COMMANDS, keys as keys_command, package as package_command
 from edge.packaging import (Limits, PackageError, UnsafeArchive, build_package, extract_archive, generate,
                             install_package, verify_package)
 from edge.packaging.keys import load_trusted
 from edge.packaging.package import BUNDLE_PREFIX, MANIFEST_MEMBER, PackageFile, PackageManifest, Signature
 from runtimes.bundle import Bundle
 
-from ..conftest import convert_bundle, write_fp32_profile
+from ..conftest import convert_bundle, run_cli, write_fp32_profile
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +38,6 @@ def keys(tmp_path):
     folder = tmp_path / "keys"
     return generate("operator", folder), generate("stranger", tmp_path / "other-keys"), folder
 
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    extra = tuple(m for m in (keys_command, package_command) if m not in COMMANDS)
-    saved, cli.COMMANDS = cli.COMMANDS, COMMANDS + extra     # registered here until edge/commands lists them
-    try:
-        code = cli.main(argv)
-    finally:
-        cli.COMMANDS = saved
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def tree(root: Path) -> dict[str, str]:
