@@ -7,7 +7,6 @@ time the target: the fastest that passed, plus the profile's fallbacks).
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +18,7 @@ from runtimes.errors import ConversionError
 
 from . import builders
 from .builders.base import BuildResult
+from .check_pool import CheckPool
 from .families import family_for
 from .package import BuiltModel, write_bundle
 from .pictures import choose_pictures
@@ -160,8 +160,8 @@ def convert(req: ConvertRequest) -> dict[str, Any]:
     fp32_paths = {role: model.path for role, model in fp32.items()}
     options = {"family": family, "fp32_models": fp32_paths, "calib_images": calib, "val_images": val,
                "threads": profile.threads, **req.options}
-    # One emulated check at a time beside the builds: qemu runs one thread, the builds use the other core.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="emulated-check") as pool:
+    # Emulated checks beside the builds (converters/check_pool.py): one at a time while building, then two.
+    with CheckPool() as pool:
         try:
             results = {role: _build_role(profile, role, source, fp32[role], workdir, req.progress,
                                          {**options, "source": source, "check_pool": pool})
@@ -169,6 +169,7 @@ def convert(req: ConvertRequest) -> dict[str, Any]:
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+        pool.builds_done()
         decided = {role: _decide(profile, role, by_role[role], [(c, r.settle()) for c, r in results[role]],
                                  fp32_paths[role], {**options, "source": by_role[role]}, req.progress)
                    for role in by_role}

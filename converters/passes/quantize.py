@@ -202,6 +202,16 @@ def _ratio_text(ms: dict[str, float], threads: list[int]) -> str:
                      for t in threads)
 
 
+def by_method(make, first_pass: bool) -> list[Candidate]:
+    """A candidate per range method, in RANGE_METHODS order; with `first_pass`, up to the first within budget."""
+    found = []
+    for method in RANGE_METHODS:
+        found.append(make(method))
+        if first_pass and found[-1].evaluation.passed:
+            break
+    return found
+
+
 def thread_counts(profile_threads: int) -> list[int]:
     """1 and the profile's threads, capped at this host's cores (0: all of them)."""
     cores = os.cpu_count() or 1
@@ -269,8 +279,12 @@ class QuantizePass(Pass):
                          f"{found.evaluation.describe()}")
             return found
 
-        tried = [candidate(method, []) for method in RANGE_METHODS]
         measurable = ctx.target.runs_on_host()     # an aarch64 or CUDA target cannot be timed here
+        # Where this host times INT8, every range method is judged and the most faithful ships (they run
+        # equally fast). Where it cannot, speed is the device's to measure and accuracy beyond the budget
+        # buys nothing: the first method within budget, in RANGE_METHODS order, ends the step.
+        first_pass = not measurable
+        tried = by_method(lambda method: candidate(method, []), first_pass)
         if measurable:
             # Speed first: if the all-integer graph is not faster, keeping nodes in float will not make it so.
             quick = compare({"fp32": model.path, "int8": tried[0].path}, lat_feeds, 1, 3)
@@ -282,7 +296,7 @@ class QuantizePass(Pass):
         if not best.evaluation.passed and (base.counts.get("hardswish") or base.counts.get("hardswish_kept")):
             ranked, peaks = plan(model.path, feeds, work)
             notes["channel_group_seeds_ranked"] = len(ranked)
-            best = self._channel_groups(best, candidate, prepare, ranked, peaks)
+            best = self._channel_groups(best, candidate, prepare, ranked, peaks, first_pass)
         if not best.evaluation.passed:      # last resort: single nodes in float, on the best graph so far
             graph = graphs.get(len(best.channel_groups), base)
             found = self._search(best, graph, candidate, lat_feeds, work, layout.fallback_ops)
@@ -329,7 +343,7 @@ class QuantizePass(Pass):
         return best
 
     @staticmethod
-    def _channel_groups(best: Candidate, make, prepare, ranked: list[str], peaks) -> Candidate:
+    def _channel_groups(best: Candidate, make, prepare, ranked: list[str], peaks, first_pass: bool) -> Candidate:
         """Split the worst 1, 2, 4, ... seed convolutions into channel groups (channel_groups.py) until a
         candidate meets the budget; fewest first, since every split costs time."""
         counts = [c for c in SEARCH_STEPS if c < len(ranked)] + [len(ranked)] if ranked else []
@@ -340,7 +354,7 @@ class QuantizePass(Pass):
             graph = prepare(ranked[:count], peaks)
             if graph is None:
                 break
-            found = [make(method, [], graph) for method in RANGE_METHODS]
+            found = by_method(lambda method: make(method, [], graph), first_pass)
             top = max(found, key=lambda c: c.evaluation.rank)
             if top.evaluation.passed:
                 return top

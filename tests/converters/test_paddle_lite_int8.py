@@ -135,9 +135,10 @@ def _program(path: Path) -> tuple[list, list]:
 
 
 def test_quantized_program_is_the_same_without_paddles_node_scans(quantized, monkeypatch):
-    """The worker links graph nodes without Paddle's whole-graph membership scans (the PTQ's main cost):
-    the program written must hold the same operators and variables, and the same weights, as with
-    Paddle's own links (their order among independent operators varies between Paddle's own runs)."""
+    """The worker links graph nodes without Paddle's whole-graph membership scans and looks scale nodes up in
+    an index instead of a set rebuilt per lookup (the PTQ's main costs): the program written must hold the
+    same operators and variables, and the same weights, as with Paddle's own code (EDGE_PTQ_PADDLE_LINKS=1;
+    their order among independent operators varies between Paddle's own runs)."""
     work, source = quantized.path.parents[1], load_source(LCNET)
     outs = {}
     for tag, own_links in (("shortcut", None), ("paddle", "1")):
