@@ -74,7 +74,7 @@ def shipped_runner(bundle: Bundle, role: str, threads: int):
     path = bundle.path_of(art.path)
     if art.format == "onnx":
         return path                    # converters.latency makes the session (threads as asked)
-    return OpenVinoRunner(path, threads, art.precision, bundle.manifest.runtime.openvino)
+    return OpenVinoRunner(path, threads, art.execution_precision, bundle.manifest.runtime.openvino)
 
 
 def runners(bundle: Bundle, work: Path, role: str, export: Path, threads: int) -> dict[str, Any]:

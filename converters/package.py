@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 
 from runtimes import __version__
-from runtimes.bundle import (MANIFEST_NAME, Artifact, BundleFile, Manifest, ModelEntry, Provenance,
-                             RuntimeOptions, SourceFile, describe_file, sha256_of, write_manifest)
+from runtimes.bundle import (MANIFEST_NAME, Artifact, BundleFile, Manifest, ModelEntry, Provenance, RuntimeOptions,
+                             SourceFile, describe_file, execution_precision, sha256_of, write_manifest)
 from runtimes.errors import ConversionError
 from runtimes.image import read_image
 from runtimes.toolpaths import READY_FILE, toolchain_dir
@@ -47,6 +47,11 @@ class BuiltArtifact:
     channel_groups: list[str] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)   # runtimes.bundle.ArtifactCheck fields
     companions: list[Path] = field(default_factory=list)   # files the artifact needs beside it (an IR's .bin)
+    float_precision: str | None = None      # INT8: its float operators' precision (runtimes.bundle.Artifact)
+
+    @property
+    def execution_precision(self) -> str:
+        return execution_precision(self.precision, self.float_precision)
 
 
 @dataclass
@@ -104,6 +109,7 @@ def _entry(root: Path, model: BuiltModel) -> tuple[ModelEntry, list[BundleFile]]
         artifacts.append(Artifact(format=art.format, precision=art.precision, quantization=art.quantization,
                                   target=art.target, metrics=art.metrics, fp32_nodes=art.fp32_nodes,
                                   channel_groups=art.channel_groups, checks=art.checks, companions=beside,
+                                  float_precision=art.float_precision,
                                   **describe_file(root, name)))
     return ModelEntry(role=spec.role, name=spec.name, input=spec.input, outputs=[], preprocess=spec.preprocess,
                       postprocess=spec.postprocess, labels=spec.labels, artifacts=artifacts,

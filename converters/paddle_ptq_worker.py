@@ -166,20 +166,31 @@ def _trim_attrs(source: Path, saved: Path) -> int:
     return dropped
 
 
-def quantize(args: argparse.Namespace) -> dict:
-    """Every job: {"algo", "skip": weight names whose ops stay float, "out": folder, "probe": feeds for
-    the outputs' SQNR against FP32 (0: none), "rank": also rank the quantized ops by sensitivity,
-    "existing": the program in "out" is already quantized (rank it only)}."""
+def _prepare_paddle():
     import paddle
 
-    spec = json.loads(Path(args.jobs).read_text(encoding="utf-8"))
-    model, params = Path(spec["model"]), Path(spec["params"])
-    feeds = _feeds(spec["feeds"])
     paddle.enable_static()
-    if not os.environ.get("EDGE_PTQ_PADDLE_LINKS"):     # set: Paddle's own links (to compare programs)
+    if not os.environ.get("EDGE_PTQ_PADDLE_LINKS"):     # set: Paddle's own code (to compare programs)
         _links_without_membership_scans()
         _persistable_lookups_indexed()
-    reference: dict | None = None
+    return paddle
+
+
+def quantize(args: argparse.Namespace) -> dict:
+    return quantize_jobs(_prepare_paddle(), Path(args.jobs), {})
+
+
+def quantize_jobs(paddle, jobs_file: Path, state: dict) -> dict:
+    """Every job: {"algo", "skip": weight names whose ops stay float, "out": folder, "probe": feeds for
+    the outputs' SQNR against FP32 (0: none), "rank": also rank the quantized ops by sensitivity,
+    "existing": the program in "out" is already quantized (rank it only)}. `state` keeps the FP32
+    reference values from one call to the next in a session (see serve_session)."""
+    spec = json.loads(jobs_file.read_text(encoding="utf-8"))
+    model, params = Path(spec["model"]), Path(spec["params"])
+    feeds = _feeds(spec["feeds"])
+    if state.get("reference_of") != (spec["model"], spec["feeds"]):
+        state.update(reference=None, reference_of=(spec["model"], spec["feeds"]))
+    reference: dict | None = state["reference"]
     done = []
     for job in spec["jobs"]:
         started = time.perf_counter()
@@ -197,7 +208,45 @@ def quantize(args: argparse.Namespace) -> dict:
                                        bool(job.get("rank"))))
             result["probe_seconds"] = round(time.perf_counter() - started, 1)
         done.append(result)
+    state["reference"] = reference
     return {"paddle": paddle.__version__, "jobs": done}
+
+
+def serve_session() -> None:
+    """`python -m converters.paddle_ptq_worker serve`: one process for a whole PTQ search, so paddle is imported
+    and the FP32 reference computed once, not per candidate (each fresh process cost a PicoDet candidate ~4.5 s
+    of its ~10 s). Model-worker framing (runtimes/workers/protocol.py); commands: "quantize" {jobs} as the
+    quantize subcommand, "open" {model, params, threads} makes the Paddle Inference predictor that judges a
+    candidate (converters/paddle_infer_worker.py's, the same settings), and inference requests run it."""
+    import io
+
+    from . import paddle_infer_worker as infer      # puts runtimes/workers on sys.path, for protocol
+
+    from protocol import serve  # noqa: E402  (standalone framing, by path)
+
+    channel = os.dup(1)             # frames go to the real stdout; anything else writing to fd 1 goes to stderr
+    os.dup2(2, 1)
+    frames = io.TextIOWrapper(os.fdopen(channel, "wb"))    # held here: serve() swaps sys.stdout away, and a
+    sys.stdout = frames                                     # dropped wrapper would close the channel
+
+    def load(header: dict):
+        paddle = _prepare_paddle()
+        return {"paddle": paddle, "predictor": None, "state": {}}, {"paddle": paddle.__version__}
+
+    def quantize_command(session: dict, request: dict) -> dict:
+        return quantize_jobs(session["paddle"], Path(request["jobs"]), session["state"])
+
+    def open_command(session: dict, request: dict) -> dict:
+        session["predictor"] = None          # the previous candidate's predictor goes first
+        session["predictor"], info = infer.load(request)
+        return info
+
+    def run(session: dict, arrays: dict) -> list:
+        if session["predictor"] is None:
+            raise RuntimeError("no program opened in this session")
+        return infer.run(session["predictor"], arrays)
+
+    serve(load, run, {"quantize": quantize_command, "open": open_command})
 
 
 def _reference(paddle, model: Path, params: Path, probe: list[dict], every: bool, feeds_file: Path) -> dict:
@@ -357,7 +406,11 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("quantize").add_argument("--jobs", required=True)
     sub.add_parser("census").add_argument("--model", required=True)
+    sub.add_parser("serve")
     args = parser.parse_args()
+    if args.command == "serve":
+        serve_session()
+        return 0
     return report_verdict(quantize if args.command == "quantize" else census, args)
 
 

@@ -58,7 +58,7 @@ def _timed_model(art: BuiltArtifact, threads: int, properties: dict[str, Any]):
         return art.path
     if art.format == "openvino":
         from .runners.openvino import OpenVinoRunner
-        return OpenVinoRunner(art.path, threads, art.precision, properties)
+        return OpenVinoRunner(art.path, threads, art.execution_precision, properties)
     raise ConversionError(f"{art.format} artifacts cannot be timed on this host")
 
 

@@ -40,6 +40,12 @@ BACKEND_OF_FORMAT = {"onnx": "onnxruntime", "paddle_lite": "Paddle Lite", "openv
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
 
+def execution_precision(precision: str, float_precision: str | None) -> str:
+    """What a backend is asked to compute in: the artifact's precision, except an INT8 file whose float
+    remainder was judged in bf16, which runs with the bf16 hint (its int8 operators stay int8 whatever the hint)."""
+    return "bf16" if precision == "int8" and float_precision == "bf16" else precision
+
+
 class Artifact(Strict):
     """One runnable file: what it is, what it targets, and what it measured."""
     path: str
@@ -51,6 +57,9 @@ class Artifact(Strict):
     sha256: str
     metrics: dict[str, float] = Field(default_factory=dict)
     fp32_nodes: list[str] = Field(default_factory=list)   # nodes kept in float inside an INT8 graph
+    # INT8: the precision its float operators run in; "bf16" where the converter judged and timed them in
+    # bfloat16 (OpenVINO on CPUs with AVX512-BF16 or AMX); None: float32
+    float_precision: Literal["fp32", "bf16"] | None = None
     channel_groups: list[str] = Field(default_factory=list)   # INT8: convs whose channels got split ranges
     checks: list[ArtifactCheck] = Field(default_factory=list)
     companions: list[str] = Field(default_factory=list)   # files it needs beside it (an OpenVINO IR's .bin)
@@ -59,6 +68,10 @@ class Artifact(Strict):
     def backend(self) -> str:
         """The runtime a device needs to load this file."""
         return BACKEND_OF_FORMAT[self.format]
+
+    @property
+    def execution_precision(self) -> str:
+        return execution_precision(self.precision, self.float_precision)
 
 
 class BundleFile(Strict):

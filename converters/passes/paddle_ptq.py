@@ -32,6 +32,8 @@ does not start a step after TIME_BUDGET_S.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from runtimes.errors import ConversionError
+from runtimes.errors import BackendError, ConversionError
+from runtimes.workers.client import WorkerProcess
 
 from ..families.base import Evaluation
-from ..runners.paddle_inference import PaddleInferenceRunner, host_threads
-from ..worker_call import call_paddle_worker
+from ..runners.paddle_inference import PaddleInferenceRunner, host_threads, worker_env
 from .base import ModelFile, Pass, PassContext
 
 RANGE_ALGOS = ("avg", "hist", "abs_max")   # Paddle PTQ `algo`: mean of per-batch maxima, 99.999th percentile, max
@@ -53,6 +55,7 @@ SEARCH_STEPS = (1, 2, 4, 8, 16, 32)
 STALE_STEPS = 2
 TIME_BUDGET_S = 360.0          # no new step after this; PicoDet-S-320 needed ~2.5 min on 2 busy cores
 WORKER = "converters.paddle_ptq_worker"
+JOB_TIMEOUT_S = 900.0          # one PTQ job or one judged input
 
 
 @dataclass
@@ -93,6 +96,14 @@ class _Search:
     runner_description, paddle_version = "", ""
 
     def run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
+        self.session = None
+        try:
+            return self._run(model, ctx)
+        finally:
+            if self.session is not None:
+                self.session.close()
+
+    def _run(self, model: ModelFile, ctx: PassContext) -> ModelFile:
         started = time.monotonic()
         self._setup(model, ctx)
         feeds = self.family.calibration_feeds(ctx.role, self.fp32, self.calib,
@@ -124,6 +135,7 @@ class _Search:
         self.work = ctx.workdir / f"{ctx.role}.paddle_ptq"
         self.work.mkdir(parents=True, exist_ok=True)
         self.model, self.params = model.path, model.path.with_suffix(".pdiparams")
+        self.threads = host_threads(int(ctx.options.get("threads") or 0))
         self.tried: list[Candidate] = []
 
     def _notes(self, best: Candidate, inputs: int, ranked: int, started: float) -> dict[str, Any]:
@@ -140,18 +152,34 @@ class _Search:
                 "runner": self.runner_description, "paddle": self.paddle_version,
                 "seconds": round(time.monotonic() - started, 1)}
 
+    def _session(self) -> WorkerProcess:
+        """One worker for the whole search: PTQ jobs and judging (converters/paddle_ptq_worker.py serve)."""
+        if self.session is None:
+            root = str(Path(__file__).resolve().parents[2])
+            env = {**worker_env(self.threads), "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            self.session = WorkerProcess([sys.executable, "-m", WORKER, "serve"], {}, f"paddle_ptq {self.ctx.role}",
+                                         env, call_timeout=JOB_TIMEOUT_S)
+        return self.session
+
     def _quantize(self, jobs: list[dict]) -> list[dict]:
         spec = {"model": str(self.model), "params": str(self.params), "feeds": str(self.feeds), "jobs": jobs}
         path = self.work / f"jobs{len(self.tried)}.json"
         path.write_text(json.dumps(spec), encoding="utf-8")
-        reply = call_paddle_worker("quantize", f"paddle_ptq {self.ctx.role}", module=WORKER, jobs=str(path))
+        try:
+            reply = self._session().command("quantize", jobs=str(path))
+        except BackendError as err:
+            raise ConversionError(str(err)) from None
         self.paddle_version = reply["paddle"]
         return reply["jobs"]
 
     def _judge(self, job: dict, algo: str, skip: list[str]) -> Candidate:
         out = Path(job["out"])
-        with PaddleInferenceRunner(out / "model.pdmodel", out / "model.pdiparams",
-                                   host_threads(int(self.ctx.options.get("threads") or 0))) as runner:
+        try:
+            runner = PaddleInferenceRunner(out / "model.pdmodel", out / "model.pdiparams", self.threads,
+                                           session=self._session())
+        except BackendError as err:
+            raise ConversionError(str(err)) from None
+        with runner:
             if not runner.quant_ops:
                 raise ConversionError(f"paddle_ptq {self.ctx.role}: the quantized program has no quantize ops")
             evaluation = self.family.evaluate(self.ctx.role, self.fp32, runner, self.val)

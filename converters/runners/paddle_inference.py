@@ -24,16 +24,28 @@ WORKER = Path(__file__).resolve().parents[1] / "paddle_infer_worker.py"
 START_TIMEOUT, CALL_TIMEOUT = 300.0, 600.0
 
 
+def worker_env(threads: int) -> dict[str, str]:
+    return {"GLOG_minloglevel": "2", "FLAGS_call_stack_level": "0", "OMP_NUM_THREADS": str(max(1, threads))}
+
+
 class PaddleInferenceRunner(Runner):
-    def __init__(self, model_file: Path | str, params_file: Path | str, threads: int = 1):
+    """`session`: a worker already running that serves an "open" command (the Paddle PTQ search's session,
+    converters/paddle_ptq_worker.py serve): the program is opened there instead of in a new process, and
+    close() leaves that worker running."""
+
+    def __init__(self, model_file: Path | str, params_file: Path | str, threads: int = 1,
+                 session: WorkerProcess | None = None):
         self.model_file, self.params_file = Path(model_file).resolve(), Path(params_file).resolve()
-        env = {"GLOG_minloglevel": "2", "FLAGS_call_stack_level": "0", "OMP_NUM_THREADS": str(max(1, threads))}
-        self._worker = WorkerProcess([sys.executable, str(WORKER)],
-                                     {"model": str(self.model_file), "params": str(self.params_file),
-                                      "threads": threads},
-                                     f"Paddle Inference ({self.model_file.name})", env,
-                                     start_timeout=START_TIMEOUT, call_timeout=CALL_TIMEOUT)
-        info = self._worker.start()
+        load = {"model": str(self.model_file), "params": str(self.params_file), "threads": threads}
+        self._owned = session is None
+        if session is None:
+            self._worker = WorkerProcess([sys.executable, str(WORKER)], load,
+                                         f"Paddle Inference ({self.model_file.name})", worker_env(threads),
+                                         start_timeout=START_TIMEOUT, call_timeout=CALL_TIMEOUT)
+            info = self._worker.start()
+        else:
+            self._worker = session
+            info = session.command("open", **load)
         self.paddle_version: str = info["paddle"]
         self.quant_ops: int = info["quant_ops"]
         self.inputs = [InputInfo(i["name"], i["shape"]) for i in info["inputs"]]
@@ -56,7 +68,8 @@ class PaddleInferenceRunner(Runner):
         return pick_outputs(outputs, output_names, self.output_names, self.model_file.name)
 
     def close(self) -> None:
-        self._worker.close()
+        if self._owned:
+            self._worker.close()
 
 
 def host_threads(threads: int) -> int:

@@ -41,7 +41,8 @@ def run_inspect(args: argparse.Namespace) -> int:
             for art in entry.artifacts:
                 chosen = "->" if art.path == entry.selected else "  "
                 metrics = ", ".join(f"{k}={v:.4g}" for k, v in art.metrics.items())
-                print(f"    {chosen} {art.path} {art.format} {art.precision} ({art.target}) {art.bytes} B "
+                floats = f" (float ops in {art.float_precision})" if art.float_precision else ""
+                print(f"    {chosen} {art.path} {art.format} {art.precision}{floats} ({art.target}) {art.bytes} B "
                       f"sha256 {art.sha256[:12]}{'  ' + metrics if metrics else ''}")
                 why = why_not_loadable(art)
                 print(f"         needs {art.backend} on the device; loads here: {'yes' if why is None else 'no, ' + why}")

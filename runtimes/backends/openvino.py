@@ -119,7 +119,7 @@ class OpenVinoBackend(Backend):
         super().__init__(path, runtime, context, artifact)
         model = read_ir(path)
         capabilities = list(core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
-        hint = precision_hint(artifact.precision if artifact else None, capabilities, path.name)
+        hint = precision_hint(artifact.execution_precision if artifact else None, capabilities, path.name)
         config = compile_config(runtime, hint, path.name)
         try:
             self.compiled = core().compile_model(model, DEVICE, config)

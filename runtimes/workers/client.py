@@ -110,6 +110,19 @@ class WorkerProcess:
             raise BackendError(f"{self.name} failed on this input: {reply.get('error')}")
         return [outputs[f"out{i}"] for i in range(reply["outputs"])]
 
+    def command(self, op: str, **fields) -> dict:
+        """A named command the worker serves besides inference (protocol.serve's `commands`): its JSON
+        reply. The worker is started if needed; a worker that died is not restarted silently here, since
+        a command may depend on an earlier one."""
+        with self._lock:
+            if self._proc is None and self.info:
+                raise BackendError(f"{self.name} worker is gone (it ended before '{op}')")
+            self.start()
+            reply, _ = self._exchange({**fields, "op": op}, None, self.call_timeout)
+        if not reply.get("ok"):
+            raise BackendError(f"{self.name}: {op} failed: {reply.get('error')}")
+        return {k: v for k, v in reply.items() if k != "ok"}
+
     def close(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:

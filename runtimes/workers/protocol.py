@@ -53,10 +53,12 @@ def read_frame(stream) -> tuple[dict, dict[str, np.ndarray]]:
     return head, arrays
 
 
-def serve(load, run) -> None:
+def serve(load, run, commands: dict | None = None) -> None:
     """Worker main loop: `load(header) -> (model, info dict)` once, then `run(model, arrays) -> list of
-    arrays` per request. Replies {"ok": false, "error": ...} on a Python-level failure and goes on; a
-    native crash ends the process, which the parent notices as a closed channel."""
+    arrays` per request, or for a request {"op": name, ...} whose name is in `commands`,
+    `commands[name](model, request) -> dict` (a JSON reply: work that is not one inference).
+    Replies {"ok": false, "error": ...} on a Python-level failure and goes on; a native crash ends the
+    process, which the parent notices as a closed channel."""
     import sys
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr          # a library that prints must not corrupt the channel
@@ -74,7 +76,11 @@ def serve(load, run) -> None:
             return
         if request.get("op") == "close":
             return
+        command = (commands or {}).get(request.get("op"))
         try:
+            if command is not None:
+                write_frame(stdout, {"ok": True, **command(model, request)})
+                continue
             outputs = run(model, arrays)
         except Exception as err:
             write_frame(stdout, {"ok": False, "error": f"{type(err).__name__}: {err}"})

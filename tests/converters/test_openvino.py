@@ -93,6 +93,11 @@ def built(cases) -> dict[tuple[str, str], builders.BuildResult]:
     return made
 
 
+def bf16_cpu() -> bool:
+    import openvino as ov
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def output_names(xml: Path) -> list[str]:
     import openvino as ov
     return [o.get_any_name() for o in ov.Core().read_model(str(xml)).outputs]
@@ -161,8 +166,16 @@ def test_int8_meets_the_budget_or_is_refused_with_the_measured_reason(task, case
     import openvino as ov
     kinds = {op.get_type_name() for op in ov.Core().read_model(str(art.path)).get_ordered_ops()}
     assert "FakeQuantize" in kinds
-    again = case.family.evaluate(case.role, case.fp32_models, OpenVinoRunner(art.path, 2, "int8"), case.val)
+    # judged as the device runs it: int8 operators, the float remainder in bf16 if that shipped
+    again = case.family.evaluate(case.role, case.fp32_models, OpenVinoRunner(art.path, 2, art.execution_precision),
+                                 case.val)
     assert again.passed and again.value == pytest.approx(check.value, abs=1e-6)
+    remainder = check.details["float_remainder"]
+    assert remainder["precision"] == (art.float_precision or "fp32") and remainder["why"]
+    if art.float_precision == "bf16":       # shipped only when judged within budget and faster, both measured
+        assert "float remainder in bf16" in check.executed and "within budget" in remainder["bf16_verdict"]
+        threads = max(int(t) for t in remainder["latency_ms_bf16"])
+        assert remainder["latency_ms_bf16"][str(threads)] < remainder["latency_ms_f32"][str(threads)]
 
 
 def test_every_int8_route_says_what_it_measured(built):
@@ -198,6 +211,8 @@ def test_bundle_ships_and_verifies_the_ir_weights(cases, built, tmp_path):
         backend = create_backend("openvino", out / art.path, bundle.manifest.runtime, artifact=art)
         got = backend.run(case.feed())[0]
         assert got.shape == (1, 4)
+        # computing as the artifact was judged: bf16 for bf16 files and INT8 files with a bf16 float remainder
+        assert backend.precision == ("bf16" if art.execution_precision == "bf16" and bf16_cpu() else "f32")
     # a damaged weights file is caught by the bundle check (`edge inspect` runs it)
     damaged = out / bundle.manifest.model("classifier").artifacts[0].companions[0]
     data = bytearray(damaged.read_bytes())

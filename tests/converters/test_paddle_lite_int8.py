@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,31 @@ def test_quantized_program_is_the_same_without_paddles_node_scans(quantized, mon
         outs[tag] = work / f"links_{tag}"
     assert _program(outs["shortcut"] / "model.pdmodel") == _program(outs["paddle"] / "model.pdmodel")
     assert (outs["shortcut"] / "model.pdiparams").read_bytes() == (outs["paddle"] / "model.pdiparams").read_bytes()
+
+
+def test_search_session_judges_as_a_worker_of_its_own_would(quantized, tmp_path):
+    """The PTQ search runs its jobs and its judging in one worker (paddle_ptq_worker serve): a program opened
+    there gives the outputs a Paddle Inference worker of its own gives, and a command that fails answers with
+    one error while the session goes on."""
+    from runtimes.errors import BackendError
+    from runtimes.workers.client import WorkerProcess
+
+    program = quantized.path
+    feed = {"x": np.random.default_rng(3).standard_normal((1, 3, 224, 224)).astype(np.float32)}
+    with PaddleInferenceRunner(program, program.with_suffix(".pdiparams"), 2) as alone:
+        name = alone.get_inputs()[0].name
+        expected = alone.run(None, {name: feed["x"]})
+    session = WorkerProcess([sys.executable, "-m", WORKER, "serve"], {}, "ptq session",
+                            {"PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        with pytest.raises(BackendError, match="open failed: .*no_such"):
+            session.command("open", model=str(tmp_path / "no_such.pdmodel"), params=str(tmp_path / "no_such.pdiparams"),
+                            threads=1)
+        with PaddleInferenceRunner(program, program.with_suffix(".pdiparams"), 2, session=session) as shared:
+            assert shared.quant_ops > 0
+            got = shared.run(None, {name: feed["x"]})
+        assert session.pid is not None          # closing the runner left the session running
+        for a, b in zip(expected, got):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        session.close()
