@@ -45,6 +45,23 @@ def mosquitto_passwd_binary() -> str:
     return found
 
 
+def wait_for_ports(process: subprocess.Popen, host: str, ports: list[int], timeout: float,
+                   interval: float = 0.05) -> str | None:
+    """Until every port on `host` accepts a TCP connection: None then; otherwise why not, "exited with N"
+    (the process ended first) or "did not listen within T s". For servers started as child processes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return f"exited with {process.returncode}"
+        try:
+            for port in ports:
+                socket.create_connection((host, port), timeout=0.5).close()
+            return None
+        except OSError:
+            time.sleep(interval)
+    return f"did not listen within {timeout:.0f} s"
+
+
 @dataclass
 class Lockdown:
     """TLS files (PEM paths), users and their passwords, and the ACL file's text."""
@@ -101,15 +118,11 @@ class LocalBroker:
     def start(self, timeout: float = 10.0) -> "LocalBroker":
         self.process = subprocess.Popen([mosquitto_binary(), "-c", str(self.config)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise EdgeError(f"mosquitto exited with {self.process.returncode}: {self.log_text()}")
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
+        waited = wait_for_ports(self.process, self.host, [self.port], timeout)
+        if waited is None:
+            return self
+        if self.process.poll() is not None:
+            raise EdgeError(f"mosquitto {waited}: {self.log_text()}")
         self.stop()
         raise EdgeError(f"mosquitto did not accept connections on port {self.port}: {self.log_text()}")
 

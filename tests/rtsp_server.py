@@ -22,7 +22,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 SYSTEM_PYTHON = os.environ.get("EDGE_TEST_GI_PYTHON", "/usr/bin/python3")
@@ -74,16 +73,13 @@ class RtspServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PYENV", "VIRTUAL_ENV"))}
         self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"RTSP server exited ({self.process.returncode}): {self.process.stderr.read()}")
-            try:
-                for port in (self.port, self.auth_port):
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
+        from edge.broker import wait_for_ports     # here: the server side runs under the system Python, without edge
+
+        waited = wait_for_ports(self.process, "127.0.0.1", [self.port, self.auth_port], timeout)
+        if waited is None:
+            return self
+        if self.process.poll() is not None:
+            raise RuntimeError(f"RTSP server exited ({self.process.returncode}): {self.process.stderr.read()}")
         self.stop()
         raise RuntimeError(f"RTSP server did not listen on port {self.port} within {timeout:.0f} s")
 

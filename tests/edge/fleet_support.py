@@ -13,14 +13,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from edge import cli
-from edge.broker import free_port
+from edge.broker import free_port, wait_for_ports
 from edge.daemon import contract
 from edge.daemon.config import BrokerConfig
 from edge.daemon.metrics import MetricsCollector
@@ -197,17 +196,14 @@ class RabbitBroker:
         self.server = subprocess.Popen([RABBITMQ_SERVER], env=self.env, cwd=self.workdir, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        while time.monotonic() - began < timeout:
-            if (code := self.server.poll()) is not None:
-                self.stop()
-                raise EdgeError(f"rabbitmq-server exited with {code}: {self.log_text()}")
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.5).close()
-                self.started_in = time.monotonic() - began
-                return self
-            except OSError:
-                time.sleep(0.2)
+        waited = wait_for_ports(self.server, self.host, [self.port], timeout - (time.monotonic() - began), 0.2)
+        if waited is None:
+            self.started_in = time.monotonic() - began
+            return self
+        exited = self.server.poll() is not None
         self.stop()
+        if exited:
+            raise EdgeError(f"rabbitmq-server {waited}: {self.log_text()}")
         raise EdgeError(f"RabbitMQ's MQTT listener did not open within {timeout:.0f} s: {self.log_text()}")
 
     def stop(self) -> None:
