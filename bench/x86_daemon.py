@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from arm_artifacts import FAMILIES, pictures  # noqa: E402
 from daemon_throughput import OCR_IMAGES, SHARED, compare, daemon_rate, image_files  # noqa: E402
 from device_profiles import path_of  # noqa: E402
 from edge.broker import LocalBroker  # noqa: E402
@@ -47,11 +48,16 @@ def onnx_only_profile(name: str, folder: Path) -> Path:
     return path
 
 
-def converted(out: Path, sources: list[Path], profile: str | Path) -> Path:
+def converted(out: Path, sources: list[Path], profile: str | Path, family: str) -> Path:
+    """Calibrated and judged on bench/arm_artifacts.py's in-domain pictures of `family` (as bench/x86_backends.py
+    converts, so its bundles can be reused here: --work with `ocr` and `picodet` linked to them)."""
     if not (out / "manifest.json").is_file():
         print(f"converting {out.name} ({profile}) ...", flush=True)
+        _, calib, val = FAMILIES[family]
+        folder = Path(tempfile.mkdtemp(prefix=f"{out.name}-pictures-", dir=out.parent))
         subprocess.run([sys.executable, "-m", "edge", "convert", *map(str, sources), "--profile", str(profile),
-                        "--calib", str(SHARED / "images"), "-o", str(out), "--quiet"], cwd=ROOT, check=True)
+                        "--calib", str(pictures(folder / "calib", calib)), "--val", str(pictures(folder / "val", val)),
+                        "-o", str(out), "--quiet"], cwd=ROOT, check=True)
     return out
 
 
@@ -71,9 +77,9 @@ def main() -> int:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="edge-x86-daemon-"))
     work.mkdir(parents=True, exist_ok=True)
-    before = converted(work / "ocr-onnx-only", OCR_SOURCES, onnx_only_profile(args.profile, work))
-    after = converted(work / "ocr", OCR_SOURCES, args.profile)
-    picodet = converted(work / "picodet", PICODET_SOURCES, args.profile)
+    before = converted(work / "ocr-onnx-only", OCR_SOURCES, onnx_only_profile(args.profile, work), "ocr")
+    after = converted(work / "ocr", OCR_SOURCES, args.profile, "ocr")
+    picodet = converted(work / "picodet", PICODET_SOURCES, args.profile, "detection")
     print(f"before: {chosen(before)}\nafter:  {chosen(after)}\npicodet: {chosen(picodet)}")
     run = Path(tempfile.mkdtemp(prefix="rounds-", dir=work))
     with LocalBroker(run / "broker") as broker:
